@@ -1,0 +1,109 @@
+"""Validation of public arguments, done once at each op's boundary.
+
+Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError`` (right
+kind, wrong value) with a message that starts with the op's name, names the
+argument and shows its value, e.g. ``conv: groups=3 does not divide
+in_channels=4``. Internals trust what these functions return.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convgrad.ops.geometry import Pair
+
+FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+
+
+def as_float_array(op: str, name: str, value: object) -> jax.Array:
+    """``value`` as a JAX array of a real floating dtype (float16, bfloat16, float32, float64)."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}")
+    try:
+        array = jnp.asarray(value)
+    except TypeError as error:
+        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}") from error
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise TypeError(
+            f"{op}: {name} must have a real floating dtype (float16, bfloat16, float32, float64), got {name}.dtype={array.dtype}"
+        )
+    return array
+
+
+def same_dtype(op: str, **arrays: jax.Array | None) -> None:
+    """All given arrays share one dtype (convgrad never promotes silently)."""
+    given = {name: a.dtype for name, a in arrays.items() if a is not None}
+    if len(set(given.values())) > 1:
+        shown = ", ".join(f"{name}.dtype={dtype}" for name, dtype in given.items())
+        raise TypeError(f"{op}: arguments must share one dtype, got {shown}")
+
+
+def as_int(op: str, name: str, value: object, minimum: int) -> int:
+    """A Python ``int`` (not bool) that is at least ``minimum``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be an int, got {name}={value!r}")
+    try:
+        integer = operator.index(value)
+    except TypeError as error:
+        raise TypeError(f"{op}: {name} must be an int, got {name}={value!r}") from error
+    if integer < minimum:
+        relation = "positive" if minimum == 1 else f">= {minimum}"
+        raise ValueError(f"{op}: {name} must be {relation}, got {name}={value!r}")
+    return integer
+
+
+def as_tuple(op: str, name: str, value: object, n: int, minimum: int = 1) -> tuple[int, ...]:
+    """An int, or a sequence of ``n`` ints, as a tuple of ``n`` ints each at least ``minimum``."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != n:
+            raise ValueError(f"{op}: {name} must be an int or {n} ints (one per spatial dim), got {name}={value!r}")
+        try:
+            return tuple(as_int(op, name, v, minimum) for v in value)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{op}: {name} must be an int or {n} ints each >= {minimum}, got {name}={value!r}") from None
+    return (as_int(op, name, value, minimum),) * n
+
+
+def as_padding(op: str, padding: object, n: int, allow_strings: bool = True) -> str | tuple[Pair, ...]:
+    """``"SAME"``, ``"VALID"``, or ``n`` non-negative ``(lo, hi)`` pairs, from an int, ``n`` ints or ``n`` pairs."""
+    message = (
+        f"{op}: padding must be an int, {n} ints, {n} (lo, hi) pairs"
+        + (', "SAME" or "VALID"' if allow_strings else "")
+        + f" (all >= 0), got padding={padding!r}"
+    )
+    if isinstance(padding, str):
+        if allow_strings and padding.upper() in ("SAME", "VALID"):
+            return padding.upper()
+        raise ValueError(message)
+    if isinstance(padding, Sequence):
+        if len(padding) != n:
+            raise ValueError(message)
+        pairs = []
+        for entry in padding:
+            if isinstance(entry, Sequence) and not isinstance(entry, str):
+                if len(entry) != 2:
+                    raise ValueError(message)
+                pair = entry
+            else:
+                pair = (entry, entry)
+            try:
+                pairs.append(tuple(as_int(op, "padding", v, 0) for v in pair))
+            except (TypeError, ValueError):
+                raise (TypeError if not isinstance(entry, (int, Sequence)) else ValueError)(message) from None
+        return tuple(pairs)
+    try:
+        p = as_int(op, "padding", padding, 0)
+    except (TypeError, ValueError) as error:
+        raise type(error)(message) from None
+    return ((p, p),) * n
+
+
+def ndim_between(op: str, name: str, array: jax.Array, low: int, high: int, what: str) -> None:
+    """``low <= array.ndim <= high``."""
+    if not low <= array.ndim <= high:
+        raise ValueError(f"{op}: {name} must have {low} to {high} dims ({what}), got {name}.shape={tuple(array.shape)}")

@@ -1,0 +1,312 @@
+"""N-d convolution with a hand-derived VJP, and the two convolutions its backward is made of.
+
+Read top to bottom: the public ``conv``, its forward (what it saves), its backward
+(the derivation as code), ``defvjp``; then the pieces the backward uses:
+``flip_and_swap``, ``conv_input_grad`` (which ``conv_transpose`` reuses),
+``conv_weight_grad`` and ``conv_bias_grad``. Shape arithmetic lives in
+:mod:`convgrad.ops.geometry`, argument checks in :mod:`convgrad.ops.arguments`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
+
+from convgrad.ops import arguments
+from convgrad.ops.geometry import (
+    Pair,
+    conv_output_size,
+    input_grad_padding,
+    same_padding,
+    weight_grad_padding,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """Everything static about one convolution: per-spatial-dim stride, padding, dilation; groups; layout.
+
+    ``dn`` holds lax's dimension numbers: for each of input, kernel and output the
+    axis index of batch/out-channel, channel/in-channel, then the spatial axes,
+    in the kernel's spatial order. Per-dim tuples follow that order.
+    """
+
+    stride: tuple[int, ...]
+    padding: tuple[Pair, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    dn: lax.ConvDimensionNumbers
+
+
+def conv(
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
+    *,
+    stride: int | tuple[int, ...] = 1,
+    padding: int | tuple[int, ...] | tuple[Pair, ...] | str = 0,
+    dilation: int | tuple[int, ...] = 1,
+    groups: int = 1,
+    dimension_numbers: tuple[str, str, str] | None = None,
+) -> jax.Array:
+    r"""Multi-channel N-d convolution ``y = x * w + b`` (a cross-correlation, as in lax and PyTorch).
+
+    With ``G = groups`` the ``C`` input channels and ``O`` output channels are
+    split into ``G`` groups; output channel ``o`` sees only the ``C/G`` input
+    channels of its group ``g(o) = o // (O/G)``, and ``c = g(o) C/G + c'``.
+    ``x_pad`` is ``x`` with ``(lo, hi)`` zeros on each spatial side. In 2-D, in
+    the default layout::
+
+        y[n, o, i, j] = b[o] + sum_{c', kh, kw} x_pad[n, c, i s_h + kh d_h, j s_w + kw d_w] w[o, c', kh, kw]
+
+    For a cotangent ``g`` shaped like ``y`` the backward computes, by hand:
+
+    * input gradient: scatter each ``g[n, o, i, j]`` back through the taps that
+      produced it. Written as a convolution: insert ``s - 1`` zeros between the
+      samples of ``g`` (``g_up[n, o, s_h i, s_w j] = g[n, o, i, j]``), pad it by
+      ``input_grad_padding``, and correlate it with the kernel flipped in space
+      and with in/out channels swapped within each group
+      (``w_t[c, o', kh, kw] = w[o, c', K_h - 1 - kh, K_w - 1 - kw]``, see
+      :func:`flip_and_swap`), at dilation ``d``::
+
+        dx[n, c, h, w] = sum_{o in group(c), kh, kw} g_up[n, o, h + p_h - kh d_h, w + p_w - kw d_w] w[o, c', kh, kw]
+
+    * weight gradient: correlate the input with the cotangent, summing over the
+      batch (the batch is the contracted "channel" of this convolution)::
+
+        dw[o, c', kh, kw] = sum_{n, i, j} x_pad[n, c, i s_h + kh d_h, j s_w + kw d_w] g[n, o, i, j]
+
+    * bias gradient: ``db[o] = sum_{n, i, j} g[n, o, i, j]``. A sum, not a mean:
+      ``b[o]`` is added once to each of the ``N H' W'`` outputs of channel
+      ``o``, so each of them passes its cotangent back to ``b[o]`` once.
+
+    Args:
+      x: input, ``(N, C, *in)`` in the default layout. Floating dtype.
+      w: kernel, ``(O, C/G, *k)`` in the default layout; its rank sets the
+        number of spatial dims (1, 2 or 3). Same dtype as ``x``.
+      b: optional bias, ``(O,)``.
+      stride: ``s``, an int or one per spatial dim.
+      padding: an int, one int per spatial dim, one ``(lo, hi)`` pair per
+        spatial dim, ``"SAME"`` (output size ``ceil(in / s)``) or ``"VALID"``.
+      dilation: ``d``, the spacing of kernel taps; an int or one per spatial dim.
+      groups: ``G``; must divide ``C`` and ``O``. ``G = C`` is depthwise.
+      dimension_numbers: ``None`` for channel-first (``NCH``/``OIH``,
+        ``NCHW``/``OIHW``, ``NCDHW``/``OIDHW``) or lax's strings, e.g.
+        ``("NHWC", "HWIO", "NHWC")``. Per-dim arguments follow the kernel's
+        spatial order.
+
+    Returns:
+      ``y``, ``(N, O, *out)`` in the output layout, with
+      ``out = (in + lo + hi - d (k - 1) - 1) // s + 1`` per spatial dim.
+    """
+    x, w, b, geometry = conv_arguments("conv", x, w, b, stride, padding, dilation, groups, dimension_numbers)
+    return _conv(geometry, x, w, b)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _conv(geometry: ConvGeometry, x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
+    return conv_forward(x, w, b, geometry)
+
+
+def _conv_fwd(geometry, x, w, b):
+    """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` only marks that a bias exists."""
+    return conv_forward(x, w, b, geometry), (x, w, b)
+
+
+def _conv_bwd(geometry, residuals, g):
+    """``(dx, dw, db)``: the three formulas of the docstring."""
+    x, w, b = residuals
+    in_spatial = tuple(x.shape[a] for a in geometry.dn.lhs_spec[2:])
+    kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
+    x_grad = conv_input_grad(g, w, geometry, in_spatial)
+    w_grad = conv_weight_grad(x, g, geometry, kernel_spatial)
+    b_grad = None if b is None else conv_bias_grad(g, geometry).astype(b.dtype)
+    return x_grad, w_grad, b_grad
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
+    """``y = x * w + b`` as one ``lax.conv_general_dilated`` with convgrad's padding pairs."""
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=geometry.stride,
+        padding=geometry.padding,
+        rhs_dilation=geometry.dilation,
+        dimension_numbers=geometry.dn,
+        feature_group_count=geometry.groups,
+    )
+    if b is None:
+        return y
+    return y + b.reshape([-1 if axis == geometry.dn.out_spec[1] else 1 for axis in range(y.ndim)])
+
+
+def flip_and_swap(w: jax.Array, groups: int = 1, rhs_spec: tuple[int, ...] | None = None) -> jax.Array:
+    """The kernel of the input-gradient convolution: ``w_t[c, o', *k] = w[o, c', *(K - 1 - k)]`` per group.
+
+    Flips every spatial axis and swaps in/out channels within each of the
+    ``groups`` groups: ``(O, C/G, *k) -> (C, O/G, *k)``, in the same layout
+    (``rhs_spec`` gives the out-channel, in-channel and spatial axes; default
+    ``OI*``). Group ``g``'s block ``w[g O/G:(g+1) O/G, :]`` becomes
+    ``w_t[g C/G:(g+1) C/G, :]``, transposed.
+    """
+    rhs_spec = tuple(range(w.ndim)) if rhs_spec is None else rhs_spec
+    o_axis, i_axis = rhs_spec[0], rhs_spec[1]
+    flipped = lax.rev(w, rhs_spec[2:])
+    w_oi = jnp.moveaxis(flipped, (o_axis, i_axis), (0, 1))  # (O, C/G, *k)
+    out_channels, group_channels = w_oi.shape[:2]
+    blocks = w_oi.reshape(groups, out_channels // groups, group_channels, *w_oi.shape[2:])
+    swapped = jnp.swapaxes(blocks, 1, 2)  # (G, C/G, O/G, *k)
+    w_t = swapped.reshape(groups * group_channels, out_channels // groups, *w_oi.shape[2:])
+    return jnp.moveaxis(w_t, (0, 1), (o_axis, i_axis))
+
+
+def conv_input_grad(g: jax.Array, w: jax.Array, geometry: ConvGeometry, in_spatial: tuple[int, ...]) -> jax.Array:
+    """``dx``: the zero-inserted, padded cotangent correlated with ``flip_and_swap(w)`` (the textbook formulation).
+
+    ``lhs_dilation = s`` is the zero insertion (``s - 1`` zeros between
+    cotangent samples), ``rhs_dilation = d`` spaces the flipped taps as in the
+    forward pass, and the cotangent now plays the input: its layout is the
+    forward's output layout and the result comes out in the input layout.
+    """
+    dn = geometry.dn
+    out_spatial = tuple(g.shape[a] for a in dn.out_spec[2:])
+    kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
+    padding = tuple(
+        input_grad_padding(n_in, k, s, p, d, n_out)
+        for n_in, k, s, p, d, n_out in zip(
+            in_spatial, kernel_spatial, geometry.stride, geometry.padding, geometry.dilation, out_spatial
+        )
+    )
+    return lax.conv_general_dilated(
+        g,
+        flip_and_swap(w, geometry.groups, dn.rhs_spec),
+        window_strides=(1,) * len(in_spatial),
+        padding=padding,
+        lhs_dilation=geometry.stride,
+        rhs_dilation=geometry.dilation,
+        dimension_numbers=lax.ConvDimensionNumbers(dn.out_spec, dn.rhs_spec, dn.lhs_spec),
+        feature_group_count=geometry.groups,
+    )
+
+
+def conv_weight_grad(x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]) -> jax.Array:
+    """``dw``: the input correlated with the cotangent, contracting the batch (the textbook formulation).
+
+    The roles swap: the input's channels act as this convolution's batch and its
+    batch as the contracted feature; the cotangent is the kernel (out-features
+    ``O``, in-features ``N``), dilated by the forward stride ``s``; windows step
+    by the forward dilation ``d``. With ``G`` groups, ``batch_group_count = G``
+    pairs input-channel group ``g`` with output-channel group ``g``, giving
+    ``(O, C/G, *k)`` laid out like ``w``.
+    """
+    dn = geometry.dn
+    in_spatial = tuple(x.shape[a] for a in dn.lhs_spec[2:])
+    out_spatial = tuple(g.shape[a] for a in dn.out_spec[2:])
+    padding = tuple(
+        weight_grad_padding(n_in, k, s, p, d, n_out)
+        for n_in, k, s, p, d, n_out in zip(
+            in_spatial, kernel_spatial, geometry.stride, geometry.padding, geometry.dilation, out_spatial
+        )
+    )
+    swap = lambda spec: (spec[1], spec[0], *spec[2:])  # noqa: E731  (batch <-> channel roles)
+    return lax.conv_general_dilated(
+        x,
+        g,
+        window_strides=geometry.dilation,
+        padding=padding,
+        rhs_dilation=geometry.stride,
+        dimension_numbers=lax.ConvDimensionNumbers(swap(dn.lhs_spec), swap(dn.out_spec), swap(dn.rhs_spec)),
+        batch_group_count=geometry.groups,
+    )
+
+
+def conv_bias_grad(g: jax.Array, geometry: ConvGeometry) -> jax.Array:
+    """``db[o] = sum_{n, *i} g[n, o, *i]``, accumulated in at least float32."""
+    axes = (geometry.dn.out_spec[0], *geometry.dn.out_spec[2:])
+    return jnp.sum(g, axis=axes, dtype=jnp.promote_types(g.dtype, jnp.float32))
+
+
+def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_numbers):
+    """Checked arrays and the :class:`ConvGeometry` of a forward convolution (shared by conv's wrappers)."""
+    x = arguments.as_float_array(op, "x", x)
+    w = arguments.as_float_array(op, "w", w)
+    b = None if b is None else arguments.as_float_array(op, "b", b)
+    arguments.same_dtype(op, x=x, w=w, b=b)
+    arguments.ndim_between(op, "w", w, 3, 5, "(O, C/groups, *kernel) with 1 to 3 spatial dims")
+    if x.ndim != w.ndim:
+        raise ValueError(
+            f"{op}: x and w must have the same rank (batch, channel and {w.ndim - 2} spatial dims), "
+            f"got x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)}"
+        )
+    n = w.ndim - 2
+    dn = dimension_numbers_for(op, x.shape, w.shape, dimension_numbers)
+    stride = arguments.as_tuple(op, "stride", stride, n)
+    dilation = arguments.as_tuple(op, "dilation", dilation, n)
+    groups = arguments.as_int(op, "groups", groups, 1)
+    in_channels, out_channels = x.shape[dn.lhs_spec[1]], w.shape[dn.rhs_spec[0]]
+    group_channels = w.shape[dn.rhs_spec[1]]
+    if in_channels % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide in_channels={in_channels} (x.shape={tuple(x.shape)})")
+    if out_channels % groups:
+        raise ValueError(f"{op}: groups={groups} does not divide out_channels={out_channels} (w.shape={tuple(w.shape)})")
+    if group_channels * groups != in_channels:
+        raise ValueError(
+            f"{op}: channel mismatch: x has in_channels={in_channels} but w.shape={tuple(w.shape)} expects "
+            f"in_channels/groups={group_channels} with groups={groups}, i.e. {group_channels * groups} channels"
+        )
+    if b is not None and b.shape != (out_channels,):
+        raise ValueError(f"{op}: b must have shape (out_channels,)=({out_channels},), got b.shape={tuple(b.shape)}")
+    in_spatial = tuple(x.shape[a] for a in dn.lhs_spec[2:])
+    kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
+    pairs = arguments.as_padding(op, padding, n)
+    if pairs == "VALID":
+        pairs = ((0, 0),) * n
+    elif pairs == "SAME":
+        pairs = tuple(same_padding(i, k, s, d) for i, k, s, d in zip(in_spatial, kernel_spatial, stride, dilation))
+    for axis, (i, k, s, p, d) in enumerate(zip(in_spatial, kernel_spatial, stride, pairs, dilation)):
+        if conv_output_size(i, k, s, p, d) < 1:
+            raise ValueError(
+                f"{op}: output would be empty along spatial dim {axis}: input size {i} + padding {p} is smaller "
+                f"than the dilated kernel {d * (k - 1) + 1} (kernel {k}, dilation {d})"
+            )
+    return x, w, b, ConvGeometry(stride, pairs, dilation, groups, dn)
+
+
+DEFAULT_LAYOUTS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}
+
+
+def dimension_numbers_for(op: str, x_shape, w_shape, dimension_numbers) -> lax.ConvDimensionNumbers:
+    """lax's dimension numbers from ``None`` (channel-first) or three layout strings, checked."""
+    n = len(w_shape) - 2
+    if dimension_numbers is None:
+        dimension_numbers = DEFAULT_LAYOUTS[n]
+    if not (
+        isinstance(dimension_numbers, (tuple, list))
+        and len(dimension_numbers) == 3
+        and all(isinstance(s, str) for s in dimension_numbers)
+    ):
+        raise TypeError(
+            f"{op}: dimension_numbers must be None or three layout strings such as ('NHWC', 'HWIO', 'NHWC'), "
+            f"got dimension_numbers={dimension_numbers!r}"
+        )
+    lhs, rhs, out = dimension_numbers
+    spatial = [c for c in rhs if c not in "OI"]
+    problems = []
+    for name, spec, special in (("input", lhs, "NC"), ("kernel", rhs, "OI"), ("output", out, "NC")):
+        if len(spec) != n + 2:
+            problems.append(f"{name} layout {spec!r} has {len(spec)} letters, expected {n + 2} for a rank-{n + 2} w")
+        elif len(set(spec)) != len(spec) or any(spec.count(c) != 1 for c in special):
+            problems.append(f"{name} layout {spec!r} must contain {special[0]!r} and {special[1]!r} once each")
+        elif sorted(c for c in spec if c not in special) != sorted(spatial):
+            problems.append(f"{name} layout {spec!r} must use the kernel's spatial letters {''.join(spatial)!r}")
+    if problems:
+        raise ValueError(f"{op}: bad dimension_numbers={tuple(dimension_numbers)!r}: " + "; ".join(problems))
+    return lax.conv_dimension_numbers(tuple(x_shape), tuple(w_shape), tuple(dimension_numbers))
