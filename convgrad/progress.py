@@ -15,7 +15,9 @@ class Progress:
     ``enabled=False`` makes every method a no-op.
     """
 
-    def __init__(self, total: int | None, label: str, *, stream: TextIO | None = None, enabled: bool = True, unit: str = ""):
+    def __init__(
+        self, total: int | None, label: str, *, stream: TextIO | None = None, enabled: bool = True, unit: str = ""
+    ):
         self.total, self.label, self.unit = total, label, unit
         self.stream = sys.stderr if stream is None else stream
         self.enabled = enabled

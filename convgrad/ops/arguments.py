@@ -30,7 +30,8 @@ def as_float_array(op: str, name: str, value: object) -> jax.Array:
         raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}") from error
     if not jnp.issubdtype(array.dtype, jnp.floating):
         raise TypeError(
-            f"{op}: {name} must have a real floating dtype (float16, bfloat16, float32, float64), got {name}.dtype={array.dtype}"
+            f"{op}: {name} must have a real floating dtype (float16, bfloat16, float32, float64), "
+            f"got {name}.dtype={array.dtype}"
         )
     return array
 
@@ -65,7 +66,9 @@ def as_tuple(op: str, name: str, value: object, n: int, minimum: int = 1) -> tup
         try:
             return tuple(as_int(op, name, v, minimum) for v in value)
         except (TypeError, ValueError) as error:
-            raise type(error)(f"{op}: {name} must be an int or {n} ints each >= {minimum}, got {name}={value!r}") from None
+            raise type(error)(
+                f"{op}: {name} must be an int or {n} ints each >= {minimum}, got {name}={value!r}"
+            ) from None
     return (as_int(op, name, value, minimum),) * n
 
 

@@ -216,7 +216,7 @@ def conv_weight_grad(x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_
             in_spatial, kernel_spatial, geometry.stride, geometry.padding, geometry.dilation, out_spatial
         )
     )
-    swap = lambda spec: (spec[1], spec[0], *spec[2:])  # noqa: E731  (batch <-> channel roles)
+    swap = lambda spec: (spec[1], spec[0], *spec[2:])
     return lax.conv_general_dilated(
         x,
         g,
@@ -256,7 +256,9 @@ def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_num
     if in_channels % groups:
         raise ValueError(f"{op}: groups={groups} does not divide in_channels={in_channels} (x.shape={tuple(x.shape)})")
     if out_channels % groups:
-        raise ValueError(f"{op}: groups={groups} does not divide out_channels={out_channels} (w.shape={tuple(w.shape)})")
+        raise ValueError(
+            f"{op}: groups={groups} does not divide out_channels={out_channels} (w.shape={tuple(w.shape)})"
+        )
     if group_channels * groups != in_channels:
         raise ValueError(
             f"{op}: channel mismatch: x has in_channels={in_channels} but w.shape={tuple(w.shape)} expects "

@@ -23,7 +23,7 @@ def conv_output_size(in_size: int, kernel: int, stride: int, padding: Pair, dila
 
 
 def same_padding(in_size: int, kernel: int, stride: int, dilation: int) -> Pair:
-    """``total = max((ceil(in / s) - 1) * s + dilated_size(k, d) - in, 0)``; ``lo = total // 2``, ``hi = total - lo``."""
+    """``total = max((ceil(in / s) - 1) s + dilated_size(k, d) - in, 0)``, ``lo = total // 2``, ``hi = total - lo``."""
     out_size = -(-in_size // stride)
     total = max((out_size - 1) * stride + dilated_size(kernel, dilation) - in_size, 0)
     return total // 2, total - total // 2
@@ -51,6 +51,8 @@ def weight_grad_padding(in_size: int, kernel: int, stride: int, padding: Pair, d
     return padding[0], hi
 
 
-def conv_transpose_output_size(in_size: int, kernel: int, stride: int, padding: int, dilation: int, output_padding: int) -> int:
+def conv_transpose_output_size(
+    in_size: int, kernel: int, stride: int, padding: int, dilation: int, output_padding: int
+) -> int:
     """``(in - 1) * s - 2 * p + dilated_size(k, d) + output_padding``: PyTorch's ConvTranspose size."""
     return (in_size - 1) * stride - 2 * padding + dilated_size(kernel, dilation) + output_padding

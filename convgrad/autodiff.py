@@ -1,0 +1,47 @@
+"""The same ops written with plain lax / jax.nn, for ``jax.grad`` to differentiate.
+
+These are the autodiff references of the verification suite and the
+``--grads autodiff`` path of training: no ``custom_vjp`` anywhere here, so every
+gradient of these functions comes from JAX's own differentiation rules. Their
+arguments mean what they mean in :mod:`convgrad`; layouts are channel-first
+unless ``dimension_numbers`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _per_dim(value, n: int) -> tuple:
+    return tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else (value,) * n
+
+
+def _lax_padding(padding, n: int):
+    """lax's own ``"SAME"``/``"VALID"`` strings, or explicit (lo, hi) pairs."""
+    if isinstance(padding, str):
+        return padding.upper()
+    return [tuple(p) if isinstance(p, Sequence) else (p, p) for p in _per_dim(padding, n)]
+
+
+def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, dimension_numbers=None) -> jax.Array:
+    """``lax.conv_general_dilated`` plus a broadcast bias."""
+    n = w.ndim - 2
+    if dimension_numbers is None:
+        dimension_numbers = ("NC" + "DHW"[3 - n :], "OI" + "DHW"[3 - n :], "NC" + "DHW"[3 - n :])
+    y = lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=_per_dim(stride, n),
+        padding=_lax_padding(padding, n),
+        rhs_dilation=_per_dim(dilation, n),
+        dimension_numbers=dimension_numbers,
+        feature_group_count=groups,
+    )
+    if b is None:
+        return y
+    channel_axis = dimension_numbers[2].index("C")
+    return y + jnp.reshape(b, [-1 if axis == channel_axis else 1 for axis in range(y.ndim)])

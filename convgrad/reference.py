@@ -1,0 +1,105 @@
+"""Naive NumPy references, written from the definitions with explicit loops.
+
+These are the third, independent check of every hand-derived VJP: no JAX, no
+flipped kernels, no zero insertion. Each forward loops over output positions and
+kernel taps; each ``*_vjp`` walks the same loops and sends every cotangent back
+along the tap that produced it (the chain rule, one term at a time). Everything
+runs in float64 and channel-first layout (``N, C, *spatial`` / ``O, C/G, *k``);
+:func:`to_channel_first` and :func:`from_channel_first` convert other layouts.
+
+Slow by design; meant for small shapes and for reading.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _per_dim(value, n: int) -> tuple[int, ...]:
+    return tuple(value) if isinstance(value, Sequence) else (value,) * n
+
+
+def _pad_pairs(padding, in_sizes, kernel, stride, dilation) -> list[tuple[int, int]]:
+    """Explicit (lo, hi) pairs; "SAME" means output size ceil(in / s), the extra zero on the high side."""
+    n = len(in_sizes)
+    if isinstance(padding, str):
+        if padding.upper() == "VALID":
+            return [(0, 0)] * n
+        pairs = []
+        for i, k, s, d in zip(in_sizes, kernel, stride, dilation):
+            out = -(-i // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - i, 0)
+            pairs.append((total // 2, total - total // 2))
+        return pairs
+    return [tuple(p) if isinstance(p, Sequence) else (p, p) for p in _per_dim(padding, n)]
+
+
+def to_channel_first(a: np.ndarray, layout: str, canonical: str) -> np.ndarray:
+    """Transpose ``a`` from ``layout`` (e.g. ``"NHWC"``) to ``canonical`` (e.g. ``"NCHW"``)."""
+    return np.transpose(a, [layout.index(c) for c in canonical])
+
+
+def from_channel_first(a: np.ndarray, canonical: str, layout: str) -> np.ndarray:
+    """Inverse of :func:`to_channel_first`."""
+    return np.transpose(a, [canonical.index(c) for c in layout])
+
+
+def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+    """``y[n, o, *i] = b[o] + sum_{c', *k} x_pad[n, g C/G + c', *(i s + k d)] w[o, c', *k]``, by loops."""
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    pairs, out_shape, taps = _conv_plan(x.shape, w.shape, stride, padding, dilation)
+    xp = np.pad(x, [(0, 0), (0, 0), *pairs])
+    n_batch, out_channels = x.shape[0], w.shape[0]
+    og, cg = out_channels // groups, w.shape[1]
+    y = np.zeros((n_batch, out_channels, *out_shape))
+    for g in range(groups):
+        o_slice, c_slice = slice(g * og, (g + 1) * og), slice(g * cg, (g + 1) * cg)
+        for i in itertools.product(*map(range, out_shape)):
+            for k, position in taps(i):
+                # (N, C/G) @ (C/G, O/G): every input channel of the group meets every output channel
+                y[(slice(None), o_slice, *i)] += xp[(slice(None), c_slice, *position)] @ w[(o_slice, slice(None), *k)].T
+    if b is not None:
+        y += np.asarray(b, np.float64).reshape(1, -1, *([1] * len(out_shape)))
+    return y
+
+
+def conv_vjp(x, w, b, g, *, stride=1, padding=0, dilation=1, groups=1):
+    """``(dx, dw, db)``: each product ``x_pad[.., position] w[o, c', k]`` of the forward sends ``g[n, o, i]`` back."""
+    x, w, g = (np.asarray(a, np.float64) for a in (x, w, g))
+    pairs, out_shape, taps = _conv_plan(x.shape, w.shape, stride, padding, dilation)
+    xp = np.pad(x, [(0, 0), (0, 0), *pairs])
+    dxp, dw = np.zeros_like(xp), np.zeros_like(w)
+    out_channels = w.shape[0]
+    og, cg = out_channels // groups, w.shape[1]
+    for grp in range(groups):
+        o_slice, c_slice = slice(grp * og, (grp + 1) * og), slice(grp * cg, (grp + 1) * cg)
+        for i in itertools.product(*map(range, out_shape)):
+            g_i = g[(slice(None), o_slice, *i)]  # (N, O/G)
+            for k, position in taps(i):
+                dxp[(slice(None), c_slice, *position)] += g_i @ w[(o_slice, slice(None), *k)]
+                dw[(o_slice, slice(None), *k)] += g_i.T @ xp[(slice(None), c_slice, *position)]
+    crop = tuple(slice(lo, lo + n) for (lo, _), n in zip(pairs, x.shape[2:]))
+    dx = dxp[(slice(None), slice(None), *crop)]
+    db = None if b is None else g.sum(axis=(0, *range(2, g.ndim)))
+    return dx, dw, db
+
+
+def _conv_plan(x_shape, w_shape, stride, padding, dilation):
+    """Padding pairs, output shape, and ``taps(i)``: the kernel offsets and padded positions output ``i`` reads."""
+    n = len(w_shape) - 2
+    stride, dilation = _per_dim(stride, n), _per_dim(dilation, n)
+    kernel = w_shape[2:]
+    pairs = _pad_pairs(padding, x_shape[2:], kernel, stride, dilation)
+    out_shape = tuple(
+        (i + lo + hi - (k - 1) * d - 1) // s + 1
+        for i, (lo, hi), k, s, d in zip(x_shape[2:], pairs, kernel, stride, dilation)
+    )
+
+    def taps(i):
+        for k in itertools.product(*map(range, kernel)):
+            yield k, tuple(ii * s + kk * d for ii, kk, s, d in zip(i, k, stride, dilation))
+
+    return pairs, out_shape, taps

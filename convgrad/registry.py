@@ -1,0 +1,237 @@
+"""The one table of convgrad's differentiable ops, walked by the tests and by ``convgrad verify``.
+
+Each :class:`OpSpec` names the custom op, its autodiff reference (plain lax,
+:mod:`convgrad.autodiff`), its loop reference (NumPy, :mod:`convgrad.reference`),
+how to make arguments, a default grid of :class:`Case` s, a random case sampler,
+which arguments are differentiable and in which the op is affine. Adding an op
+here is what puts it under every check.
+
+Samplers take a :class:`Draw`: the tests pass one backed by hypothesis (so
+failures shrink), the CLI one backed by NumPy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+
+import convgrad
+from convgrad import autodiff, reference
+
+T = TypeVar("T")
+
+
+class Draw(Protocol):
+    """Where a sampler gets its random choices."""
+
+    def integer(self, low: int, high: int) -> int:
+        """An int in ``[low, high]``."""
+        ...
+
+    def choice(self, options: Sequence[T]) -> T:
+        """One of ``options``."""
+        ...
+
+
+class RandomDraw:
+    """:class:`Draw` backed by a NumPy generator."""
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+
+    def integer(self, low: int, high: int) -> int:
+        return int(self.rng.integers(low, high + 1))
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[int(self.rng.integers(len(options)))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One configuration: the shape of each array argument (``None`` for an absent one) and keyword arguments."""
+
+    shapes: tuple[tuple[int, ...] | None, ...]
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.kwargs)
+
+    def __str__(self) -> str:
+        shapes = ", ".join("None" if s is None else "x".join(map(str, s)) for s in self.shapes)
+        options = ", ".join(f"{k}={v!r}" for k, v in self.kwargs)
+        return f"({shapes}{'; ' if options else ''}{options})"
+
+
+def case(*shapes: tuple[int, ...] | None, **kwargs: Any) -> Case:
+    return Case(tuple(shapes), tuple(sorted(kwargs.items())))
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+    """Everything the checks need to know about one op.
+
+    ``fn``, ``reference``: ``f(*arrays, **case.options)``. ``loop_forward`` and
+    ``loop_vjp(*arrays, cotangent, **options)`` are NumPy float64; ``loop_vjp``
+    returns one gradient per argument (``None`` where not differentiable).
+    ``make_args(rng, case, dtype)`` builds the arrays; ``linear_argnums`` are
+    the arguments in which ``fn`` is affine (adjoint identity, exact finite
+    differences). ``output`` picks the differentiable output when ``fn``
+    returns a tuple (``max_pool``'s ``(y, switches)``).
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    reference: Callable[..., Any]
+    loop_forward: Callable[..., Any]
+    loop_vjp: Callable[..., tuple[Any, ...]]
+    cases: tuple[Case, ...]
+    sample: Callable[[Draw], Case]
+    argnums: tuple[int, ...]
+    linear_argnums: tuple[int, ...] = ()
+    make_args: Callable[[np.random.Generator, Case, Any], tuple[Any, ...]] | None = None
+    dtypes: tuple[str, ...] = ("float32", "float64", "bfloat16", "float16")
+    quick_cases: int = 4
+
+    def arguments(self, rng: np.random.Generator, case: Case, dtype: Any) -> tuple[Any, ...]:
+        """Arrays for ``case`` in ``dtype`` (standard normal unless the spec says otherwise)."""
+        if self.make_args is not None:
+            return self.make_args(rng, case, dtype)
+        return tuple(None if s is None else rng.standard_normal(s).astype(dtype) for s in case.shapes)
+
+
+# ---------------------------------------------------------------------------- conv
+
+_CHANNELS_LAST = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+_CHANNELS_FIRST = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}
+
+
+def _layout(shape: tuple[int, ...], canonical: str, layout: str) -> tuple[int, ...]:
+    return tuple(shape[canonical.index(c)] for c in layout)
+
+
+def conv_case(x_shape, w_shape, bias=True, dimension_numbers=None, **kwargs) -> Case:
+    """A conv case from channel-first shapes, laid out as ``dimension_numbers`` says."""
+    n = len(w_shape) - 2
+    b_shape = (w_shape[0],) if bias else None
+    if dimension_numbers is not None:
+        lhs, rhs, _ = dimension_numbers
+        x_shape = _layout(x_shape, _CHANNELS_FIRST[n][0], lhs)
+        w_shape = _layout(w_shape, _CHANNELS_FIRST[n][1], rhs)
+        kwargs["dimension_numbers"] = tuple(dimension_numbers)
+    return case(tuple(x_shape), tuple(w_shape), b_shape, **kwargs)
+
+
+def _conv_loop_forward(x, w, b, dimension_numbers=None, **options):
+    if dimension_numbers is None:
+        return reference.conv(x, w, b, **options)
+    n = np.ndim(w) - 2
+    lhs, rhs, out = dimension_numbers
+    first = _CHANNELS_FIRST[n]
+    y = reference.conv(
+        reference.to_channel_first(x, lhs, first[0]), reference.to_channel_first(w, rhs, first[1]), b, **options
+    )
+    return reference.from_channel_first(y, first[2], out)
+
+
+def _conv_loop_vjp(x, w, b, g, dimension_numbers=None, **options):
+    if dimension_numbers is None:
+        return reference.conv_vjp(x, w, b, g, **options)
+    n = np.ndim(w) - 2
+    lhs, rhs, out = dimension_numbers
+    first = _CHANNELS_FIRST[n]
+    dx, dw, db = reference.conv_vjp(
+        reference.to_channel_first(x, lhs, first[0]),
+        reference.to_channel_first(w, rhs, first[1]),
+        b,
+        reference.to_channel_first(g, out, first[2]),
+        **options,
+    )
+    return reference.from_channel_first(dx, first[0], lhs), reference.from_channel_first(dw, first[1], rhs), db
+
+
+def _sample_spatial(draw: Draw, n: int, max_kernel: int, max_out: int):
+    """Per-dim kernel, stride, dilation, a padding argument, and an input size with at least one output."""
+    kernel = tuple(draw.integer(1, max_kernel) for _ in range(n))
+    stride = tuple(draw.integer(1, 3) for _ in range(n))
+    dilation = tuple(draw.integer(1, 2) for _ in range(n))
+    form = draw.choice(["int", "ints", "pairs", "SAME", "VALID"])
+    if form == "int":
+        padding = draw.integer(0, 2)
+        pairs = [(padding, padding)] * n
+    elif form == "ints":
+        padding = tuple(draw.integer(0, 2) for _ in range(n))
+        pairs = [(p, p) for p in padding]
+    elif form == "pairs":
+        padding = tuple((draw.integer(0, 3), draw.integer(0, 3)) for _ in range(n))
+        pairs = list(padding)
+    else:
+        padding, pairs = form, None
+    sizes = []
+    for axis in range(n):
+        k, s, d = kernel[axis], stride[axis], dilation[axis]
+        if pairs is None and form == "SAME":
+            sizes.append(draw.integer(1, 2 + max_out * s))
+            continue
+        lo, hi = pairs[axis] if pairs is not None else (0, 0)
+        out = draw.integer(1, max_out)
+        sizes.append(max(1, (out - 1) * s + (k - 1) * d + 1 + draw.integer(0, s - 1) - lo - hi))
+    return tuple(sizes), kernel, dict(stride=stride, padding=padding, dilation=dilation)
+
+
+def _conv_sample(draw: Draw) -> Case:
+    n = draw.integer(1, 3)
+    groups = draw.choice([1, 1, 2, 3])
+    depthwise = draw.choice([False, False, True])
+    group_in = 1 if depthwise else draw.integer(1, 3)
+    group_out = draw.integer(1, 3)
+    big = n < 3
+    in_spatial, kernel, options = _sample_spatial(draw, n, max_kernel=4 if big else 3, max_out=4 if big else 3)
+    layout = draw.choice([None, None, _CHANNELS_LAST[n]])
+    return conv_case(
+        (draw.integer(1, 2), groups * group_in, *in_spatial),
+        (groups * group_out, group_in, *kernel),
+        bias=draw.choice([True, False]),
+        dimension_numbers=layout,
+        groups=groups,
+        **options,
+    )
+
+
+_CONV_CASES = (
+    conv_case((2, 3, 7, 7), (2, 3, 3, 3), stride=2),
+    conv_case((2, 4, 8, 9), (6, 2, 3, 2), stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1), groups=2),
+    conv_case((1, 4, 9, 9), (8, 1, 3, 3), padding="SAME", groups=4),  # depthwise, multiplier 2
+    conv_case((2, 3, 9, 8), (4, 3, 2, 2), stride=3, padding="VALID", bias=False),  # stride > kernel
+    conv_case((2, 3, 6, 6), (5, 3, 1, 1)),  # 1x1
+    conv_case((2, 3, 11), (4, 3, 5), stride=2, padding=2, dilation=2),
+    conv_case((1, 2, 5, 6, 4), (3, 2, 3, 2, 2), stride=(1, 2, 1), padding=1),
+    conv_case((2, 4, 7, 8), (6, 2, 3, 3), dimension_numbers=_CHANNELS_LAST[2], stride=2, padding="SAME", groups=2),
+)
+
+
+def _conv_reference(x, w, b=None, **options):
+    return autodiff.conv(x, w, b, **options)
+
+
+# ---------------------------------------------------------------------------- the table
+
+OPS: dict[str, OpSpec] = {
+    spec.name: spec
+    for spec in (
+        OpSpec(
+            name="conv",
+            fn=convgrad.conv,
+            reference=_conv_reference,
+            loop_forward=_conv_loop_forward,
+            loop_vjp=_conv_loop_vjp,
+            cases=_CONV_CASES,
+            sample=_conv_sample,
+            argnums=(0, 1, 2),
+            linear_argnums=(0, 1, 2),
+        ),
+    )
+}

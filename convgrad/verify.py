@@ -1,0 +1,270 @@
+"""Run every registry op through the four checks, under jit, vmap and grad-of-grad.
+
+:func:`verify_case` is what the tests call on each (op, case, dtype) and what
+``convgrad verify`` calls on the registry's default grid. The four checks:
+
+1. ``autodiff``: the custom VJP vs ``jax.vjp`` of the plain-lax reference (run in float64);
+2. ``numerical``: ``<ct, J u>`` by central finite differences (float64) vs ``<vjp(ct), u>``;
+3. ``loop``: the forward and the VJP vs the NumPy loop reference;
+4. ``adjoint``: ``<A u, ct> == <u, vjp(ct)>`` for each argument in which the op is affine,
+   where ``A u = f(.., u, ..) - f(.., 0, ..)``.
+
+and two transformation checks: ``vmap`` (a batch of two problems vs each alone)
+and ``grad_of_grad`` (the gradient of ``<vjp(ct), r>`` vs the reference's).
+All errors are normwise relative errors; see :mod:`convgrad.testing`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from convgrad import testing
+from convgrad.progress import Progress
+from convgrad.registry import OPS, Case, OpSpec
+
+
+@dataclasses.dataclass
+class CaseResult:
+    """Errors of one (op, case, dtype); ``failure`` holds the first failed check's message."""
+
+    op: str
+    case: str
+    dtype: str
+    autodiff: float | None = None
+    numerical: float | None = None
+    loop: float | None = None
+    adjoint: float | None = None
+    vmap: float | None = None
+    grad_of_grad: float | None = None
+    failure: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.failure is None
+
+
+def verify_case(spec: OpSpec, case: Case, dtype: Any, *, seed: int = 0, transforms: bool = True) -> CaseResult:
+    """All checks of one op on one case in one dtype. Raises nothing; failures land in ``failure``."""
+    result = CaseResult(spec.name, str(case), jnp.dtype(dtype).name)
+    try:
+        with jax.enable_x64(True):  # float64 cases and references need it; other dtypes are explicit
+            _run_checks(spec, case, dtype, seed, transforms, result)
+    except AssertionError as error:
+        result.failure = str(error)
+    return result
+
+
+def _run_checks(spec, case, dtype, seed, transforms, result):
+    rng = np.random.default_rng(seed)
+    options = case.options
+    args = tuple(None if a is None else jnp.asarray(a) for a in spec.arguments(rng, case, dtype))
+    argnums = tuple(i for i in spec.argnums if args[i] is not None)
+    linear = tuple(i for i in spec.linear_argnums if i in argnums)
+    fn, reference = _functions(spec, case)
+    vjp = testing.jitted_vjp(fn, argnums)
+
+    y = jax.eval_shape(fn, *args)
+    ct = jnp.asarray(rng.standard_normal(y.shape), y.dtype)
+    check = testing.check_vjp(
+        fn, args, reference=reference, argnums=argnums, cotangent=ct, linear_argnums=linear, seed=seed
+    )
+    result.autodiff, result.numerical = check.max_reference_error, check.max_numerical_error
+
+    # the loop reference: forward and VJP from the definition
+    y, grads = vjp(args, ct)
+    wide = [None if a is None else np.asarray(a, np.float64) if _is_float(a) else np.asarray(a) for a in args]
+    loop_y = spec.loop_forward(*wide, **options)
+    loop_grads = spec.loop_vjp(*wide, np.asarray(ct, np.float64), **options)
+    errors = [testing.assert_close(y, _first(loop_y), what="forward value vs loop reference")]
+    for position, i in enumerate(argnums):
+        errors.append(testing.assert_close(grads[position], loop_grads[i], what=f"argument {i}: VJP vs loop reference"))
+    result.loop = max(errors)
+
+    # the adjoint identity, for the arguments in which the op is affine
+    adjoint_errors = []
+    for i in linear:
+
+        def linear_part(u, i=i):
+            return _jit_call(fn, _put(args, (i,), (u,))) - _jit_call(fn, _put(args, (i,), (jnp.zeros_like(u),)))
+
+        def transpose(c, i=i):
+            return vjp(args, c)[1][argnums.index(i)]
+
+        check = testing.check_adjoint(linear_part, transpose, args[i].shape, y.shape, dtype=args[i].dtype, seed=seed)
+        adjoint_errors.append(check.error)
+    result.adjoint = max(adjoint_errors) if adjoint_errors else None
+
+    if transforms:
+        result.vmap = _vmap_check(spec, case, fn, args, argnums, rng)
+        result.grad_of_grad = _grad_of_grad_check(fn, reference, args, argnums, rng)
+
+
+def _vmap_check(spec, case, fn, args, argnums, rng) -> float:
+    """``vmap`` of the VJP over two stacked problems equals the VJP of each."""
+    vjp = testing.jitted_vjp(fn, argnums)
+    fresh = spec.arguments(rng, case, args[argnums[0]].dtype)
+    second = tuple(jnp.asarray(fresh[i]) if i in argnums else a for i, a in enumerate(args))
+    y = jax.eval_shape(fn, *args)
+    cts = jnp.asarray(rng.standard_normal((2, *y.shape)), y.dtype)
+    batched_args = tuple(jnp.stack([a, b]) if i in argnums else a for i, (a, b) in enumerate(zip(args, second)))
+    in_axes = (tuple(0 if i in argnums else None for i in range(len(args))), 0)
+    _, batched = jax.jit(jax.vmap(vjp, in_axes=in_axes))(batched_args, cts)
+    errors = []
+    for j, problem in enumerate((args, second)):
+        _, alone = vjp(problem, cts[j])
+        for position in range(len(argnums)):
+            errors.append(testing.assert_close(batched[position][j], alone[position], what=f"vmap, problem {j}"))
+    return max(errors)
+
+
+def _grad_of_grad_check(fn, reference, args, argnums, rng) -> float:
+    """Reverse over reverse: the gradient of ``<vjp(ct), r>`` w.r.t. the arguments, custom vs reference (float64)."""
+    y = _float_output(fn(*args))
+    ct = rng.standard_normal(y.shape)
+    probes = [rng.standard_normal(args[i].shape) for i in argnums]
+
+    def second_order(f, a, ct, probes):
+        def inner(*d):
+            _, vjp_fn = jax.vjp(lambda *e: _float_output(f(*_put(a, argnums, e))), *d)
+            grads = vjp_fn(ct)
+            return sum(jnp.vdot(_accumulating(g), _accumulating(r)) for g, r in zip(grads, probes))
+
+        return jax.grad(inner, argnums=tuple(range(len(argnums))))(*(a[i] for i in argnums))
+
+    dtype = y.dtype
+    custom = jax.jit(lambda a: second_order(fn, a, ct.astype(dtype), [r.astype(dtype) for r in probes]))(args)
+    with jax.enable_x64(True):
+        wide = tuple(_widen(a) for a in args)
+        expected = jax.jit(lambda a: second_order(reference, a, jnp.asarray(ct), [jnp.asarray(r) for r in probes]))(
+            wide
+        )
+        expected = [np.asarray(e, np.float64) for e in expected]
+    return max(testing.assert_close(c, e, what="grad of grad vs reference") for c, e in zip(custom, expected))
+
+
+def _accumulating(a):
+    """16-bit values promoted to float32 before a long inner product."""
+    return a.astype(jnp.promote_types(a.dtype, jnp.float32))
+
+
+def _widen(a):
+    return jnp.asarray(np.asarray(a, np.float64)) if _is_float(a) else a
+
+
+@functools.lru_cache(maxsize=1024)
+def _functions(spec: OpSpec, case: Case):
+    """``(fn, reference)`` of one case, returning only the differentiable output; cached so compilations are shared."""
+    options = case.options
+
+    @functools.wraps(spec.fn)  # keeps the op's argument names for failure messages
+    def fn(*args):
+        return _float_output(spec.fn(*args, **options))
+
+    @functools.wraps(spec.fn)
+    def reference(*args):
+        return _float_output(spec.reference(*args, **options))
+
+    return fn, reference
+
+
+@functools.lru_cache(maxsize=1024)
+def _jitted(fn):
+    return jax.jit(fn)
+
+
+def clear_caches() -> None:
+    """Drop every compiled program convgrad and JAX hold (after monkeypatching an op, say)."""
+    jax.clear_caches()
+    for cached in (_functions, _jitted, testing.jitted_vjp, testing._jitted):
+        cached.cache_clear()
+
+
+def _jit_call(fn, args):
+    return _jitted(fn)(*args)
+
+
+def _float_output(out):
+    """The differentiable output: the first float leaf (``max_pool`` returns ``(y, switches)``)."""
+    return next(leaf for leaf in jax.tree.leaves(out) if _is_float(leaf))
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _is_float(a) -> bool:
+    return hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
+
+
+def _put(values, positions, replacements):
+    values = list(values)
+    for p, r in zip(positions, replacements):
+        values[p] = r
+    return tuple(values)
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def plan(ops: Sequence[str] | None = None, *, quick: bool = False, dtypes: Sequence[str] | None = None):
+    """The (spec, case, dtype) triples to check: each op's grid in each dtype, or two cases in float32 when quick."""
+    names = list(OPS) if ops is None else list(ops)
+    unknown = [n for n in names if n not in OPS]
+    if unknown:
+        raise ValueError(f"verify: unknown op(s) {', '.join(unknown)}; known: {', '.join(OPS)}")
+    triples = []
+    for name in names:
+        spec = OPS[name]
+        chosen = dtypes if dtypes is not None else (("float32",) if quick else spec.dtypes)
+        for case in spec.cases[: 2 if quick else None]:
+            triples.extend((spec, case, dtype) for dtype in chosen if dtype in spec.dtypes)
+    return triples
+
+
+def run(triples, *, seed: int = 0, progress: bool = True) -> list[CaseResult]:
+    """Check every triple (jit-compiled, with the vmap and grad-of-grad checks) and return the results."""
+    results = []
+    with Progress(len(triples), "verify", enabled=progress, unit="cases") as bar:
+        for spec, case, dtype in triples:
+            results.append(verify_case(spec, case, dtype, seed=seed))
+            bar.update(1, note=f"{spec.name} {dtype}")
+    return results
+
+
+COLUMNS = ("autodiff", "numerical", "loop", "adjoint", "vmap", "grad_of_grad")
+
+
+def summarize(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
+    """One row per op: cases checked, the dtypes, the largest error per check, and whether all passed."""
+    rows = []
+    for name in dict.fromkeys(r.op for r in results):
+        mine = [r for r in results if r.op == name]
+        row: dict[str, Any] = {"op": name, "cases": len(mine), "dtypes": sorted({r.dtype for r in mine})}
+        for column in COLUMNS:
+            values = [getattr(r, column) for r in mine if getattr(r, column) is not None]
+            row[column] = max(values) if values else None
+        row["passed"] = all(r.passed for r in mine)
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The summary as an aligned text table (max relative error per check; "-" where it does not apply)."""
+    header = ("op", "cases", "vs autodiff", "vs finite diff", "vs loop", "adjoint", "vmap", "grad-of-grad", "result")
+    lines = [header]
+    for row in rows:
+        cells = [row["op"], str(row["cases"])]
+        cells += ["-" if row[c] is None else f"{row[c]:.1e}" for c in COLUMNS]
+        cells.append("pass" if row["passed"] else "FAIL")
+        lines.append(tuple(cells))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(text)

@@ -1,0 +1,80 @@
+"""Shared test set-up: float64 on, hypothesis profiles, the hypothesis-backed Draw, the MNIST location.
+
+Hypothesis profiles: ``quick`` (default; few examples, derandomized so CI is
+reproducible) and ``thorough`` (many random examples). Choose with
+``CONVGRAD_HYPOTHESIS=thorough pytest``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+
+jax.config.update("jax_enable_x64", True)
+
+settings.register_profile(
+    "quick",
+    max_examples=5,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("CONVGRAD_HYPOTHESIS", "quick"))
+
+
+class HypothesisDraw:
+    """:class:`convgrad.registry.Draw` backed by ``st.data()``, so failing cases shrink."""
+
+    def __init__(self, data: st.DataObject):
+        self.data = data
+
+    def integer(self, low: int, high: int) -> int:
+        return self.data.draw(st.integers(low, high))
+
+    def choice(self, options):
+        return self.data.draw(st.sampled_from(list(options)))
+
+
+@pytest.fixture
+def mutate(monkeypatch):
+    """``mutate(module, name, buggy)``: inject a bug; compiled programs are dropped before and after."""
+    from convgrad.verify import clear_caches
+
+    clear_caches()
+    yield monkeypatch.setattr
+    monkeypatch.undo()
+    clear_caches()
+
+
+SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+MNIST_MISSING = f"real MNIST not found in $CONVGRAD_DATA or {SHARED_MNIST}"
+
+
+def mnist_dir() -> Path | None:
+    """``$CONVGRAD_DATA`` or the shared dataset beside the checkout, whichever holds all four MNIST files."""
+    from convgrad import data
+
+    candidates = [Path(os.environ[data.DATA_ENV_VAR])] if os.environ.get(data.DATA_ENV_VAR) else []
+    for directory in [*candidates, SHARED_MNIST]:
+        if all((directory / f"{n}.gz").is_file() or (directory / n).is_file() for n in data.FILE_NAMES):
+            return directory
+    return None
+
+
+@pytest.fixture(scope="session")
+def mnist_path() -> Path:
+    path = mnist_dir()
+    if path is None:
+        pytest.skip(MNIST_MISSING)
+    return path

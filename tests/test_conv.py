@@ -1,0 +1,202 @@
+"""Facts about convgrad.conv beyond the registry's four-way checks: the seed example, layouts, transforms, errors."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import convgrad
+from convgrad import autodiff
+from convgrad.ops.conv import flip_and_swap
+
+
+def test_seed_example_multichannel_gradients():
+    """3x3x3 input, one 2x2x3 filter: 2x2 output; dx is 3x3x3, dw 2x2x3, db the SUM of the 2x2 cotangent."""
+    x = jnp.arange(27.0).reshape(1, 3, 3, 3)
+    w = jnp.array([[[[1.0, 2.0], [3.0, 4.0]], [[0.0, 1.0], [1.0, 0.0]], [[-1.0, 0.0], [0.0, 2.0]]]])  # (1, 3, 2, 2)
+    b = jnp.array([0.5])
+    g = jnp.array([[[[1.0, 2.0], [3.0, 4.0]]]])  # cotangent of the 2x2 output
+
+    y, vjp = jax.vjp(convgrad.conv, x, w, b)
+    dx, dw, db = vjp(g)
+    assert y.shape == (1, 1, 2, 2) and dx.shape == (1, 3, 3, 3) and dw.shape == (1, 3, 2, 2) and db.shape == (1,)
+
+    # forward by hand: y[0,0] = b + sum_c sum_taps x[c, tap] w[c, tap]
+    assert y[0, 0, 0, 0] == 0.5 + sum(
+        float(x[0, c, i, j] * w[0, c, i, j]) for c in range(3) for i in range(2) for j in range(2)
+    )
+    # bias gradient: b is added to all four outputs, so it collects all four cotangents: 1+2+3+4 = 10, not the mean 2.5
+    assert db[0] == 10.0
+    # weight gradient: dw[c, kh, kw] = sum_ij x[c, i+kh, j+kw] g[i, j]
+    assert dw[0, 1, 0, 1] == sum(float(x[0, 1, i, j + 1] * g[0, 0, i, j]) for i in range(2) for j in range(2))
+    # input gradient at the centre pixel: all four windows cover it, each through a different tap, so the
+    # cotangent meets the kernel flipped: w[1,1] g[0,0] + w[1,0] g[0,1] + w[0,1] g[1,0] + w[0,0] g[1,1]
+    c = 0
+    assert dx[0, c, 1, 1] == 4 * 1 + 3 * 2 + 2 * 3 + 1 * 4
+    # a corner pixel is covered by one window through one tap
+    assert dx[0, c, 0, 0] == w[0, c, 0, 0] * g[0, 0, 0, 0]
+
+
+def test_flip_and_swap_per_group():
+    """w_t[g C/G + c', o', k] = w[g O/G + o', c', K-1-k]: spatial flip, in/out swap inside each group only."""
+    groups, out_per_group, in_per_group = 2, 3, 2
+    w = jnp.arange(groups * out_per_group * in_per_group * 2 * 3, dtype=jnp.float32).reshape(6, 2, 2, 3)
+    w_t = flip_and_swap(w, groups)
+    assert w_t.shape == (groups * in_per_group, out_per_group, 2, 3)
+    for g in range(groups):
+        for o in range(out_per_group):
+            for c in range(in_per_group):
+                np.testing.assert_array_equal(w_t[g * in_per_group + c, o], w[g * out_per_group + o, c, ::-1, ::-1])
+
+
+def test_flip_and_swap_in_channels_last_layout():
+    """The same operation on an HWIO kernel, via its dimension numbers."""
+    w = jnp.arange(4 * 2 * 3 * 2, dtype=jnp.float32).reshape(4, 2, 3, 2)  # OIHW with groups=2
+    hwio = jnp.transpose(w, (2, 3, 1, 0))
+    rhs_spec = (3, 2, 0, 1)  # O, I, H, W axes of an HWIO array
+    np.testing.assert_array_equal(flip_and_swap(hwio, 2, rhs_spec), jnp.transpose(flip_and_swap(w, 2), (2, 3, 1, 0)))
+
+
+@pytest.mark.parametrize(
+    ("n", "first", "last"),
+    [
+        (1, ("NCH", "OIH", "NCH"), ("NHC", "HIO", "NHC")),
+        (2, ("NCHW", "OIHW", "NCHW"), ("NHWC", "HWIO", "NHWC")),
+        (3, ("NCDHW", "OIDHW", "NCDHW"), ("NDHWC", "DHWIO", "NDHWC")),
+    ],
+)
+def test_layouts_agree(n, first, last):
+    """Channels-last and channel-first layouts compute the same values and gradients, transposed."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((2, 4, *(5,) * n))
+    w = rng.standard_normal((6, 2, *(3,) * n))
+    b = rng.standard_normal(6)
+    to_last = lambda a, src, dst: jnp.transpose(a, [src.index(c) for c in dst])
+    kw = dict(stride=2, padding="SAME", groups=2)
+    f_first = lambda x, w, b: jnp.sum(jnp.sin(convgrad.conv(x, w, b, **kw)))
+    f_last = lambda x, w, b: jnp.sum(jnp.sin(convgrad.conv(x, w, b, dimension_numbers=last, **kw)))
+    xl, wl = to_last(x, first[0], last[0]), to_last(w, first[1], last[1])
+    grads_first = jax.grad(f_first, argnums=(0, 1, 2))(x, w, b)
+    grads_last = jax.grad(f_last, argnums=(0, 1, 2))(xl, wl, b)
+    np.testing.assert_allclose(f_first(x, w, b), f_last(xl, wl, b), rtol=1e-12)
+    np.testing.assert_allclose(to_last(grads_first[0], first[0], last[0]), grads_last[0], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(to_last(grads_first[1], first[1], last[1]), grads_last[1], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(grads_first[2], grads_last[2], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "kernel", "dilation"), [(7, 2, 3, 1), (8, 3, 2, 2), (5, 1, 4, 1), (1, 3, 3, 2)]
+)
+def test_same_padding_keeps_ceil_size(size, stride, kernel, dilation):
+    """padding="SAME" gives ceil(in / s) outputs, as lax does."""
+    x = jnp.ones((1, 1, size))
+    w = jnp.ones((1, 1, kernel))
+    y = convgrad.conv(x, w, stride=stride, padding="same", dilation=dilation)
+    assert y.shape[-1] == -(-size // stride)
+    np.testing.assert_array_equal(y, autodiff.conv(x, w, stride=stride, padding="SAME", dilation=dilation))
+
+
+def _loss(x, w, b):
+    return jnp.sum(convgrad.conv(x, w, b, stride=2, padding=1) ** 2)
+
+
+def _reference_loss(x, w, b):
+    return jnp.sum(autodiff.conv(x, w, b, stride=2, padding=1) ** 2)
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+
+
+def test_under_jit_and_checkpoint(problem):
+    expected = jax.grad(_reference_loss, argnums=(0, 1, 2))(*problem)
+    for transformed in (
+        jax.jit(jax.grad(_loss, argnums=(0, 1, 2))),
+        jax.grad(jax.checkpoint(_loss), argnums=(0, 1, 2)),
+    ):
+        for got, want in zip(transformed(*problem), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_per_example_gradients_under_vmap(problem):
+    """vmap over examples of the weight gradient equals a Python loop over examples."""
+    x, w, b = problem
+    per_example = jax.vmap(jax.grad(lambda xi, w: _loss(xi[None], w, b), argnums=1), in_axes=(0, None))(x, w)
+    looped = jnp.stack([jax.grad(_reference_loss, argnums=1)(x[i : i + 1], w, b) for i in range(x.shape[0])])
+    np.testing.assert_allclose(per_example, looped, rtol=1e-12, atol=1e-12)
+
+
+def test_hessian_vector_product(problem):
+    """Reverse over reverse: d/dx of <dL/dw, v> matches autodiff."""
+    x, w, b = problem
+    v = np.random.default_rng(1).standard_normal(w.shape)
+    hvp = lambda loss: jax.grad(lambda x: jnp.vdot(jax.grad(loss, argnums=1)(x, w, b), v))(x)
+    np.testing.assert_allclose(hvp(_loss), hvp(_reference_loss), rtol=1e-11, atol=1e-11)
+
+
+def test_output_dtype_follows_input():
+    for dtype in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64):
+        x, w, b = jnp.ones((1, 2, 4, 4), dtype), jnp.ones((3, 2, 2, 2), dtype), jnp.ones(3, dtype)
+        y, vjp = jax.vjp(convgrad.conv, x, w, b)
+        assert y.dtype == dtype
+        assert all(g.dtype == dtype for g in vjp(jnp.ones_like(y)))
+
+
+X, W = np.zeros((2, 4, 8, 8), np.float32), np.zeros((6, 4, 3, 3), np.float32)
+BAD_INPUTS = [
+    ((X, np.zeros((6, 3, 3, 3), np.float32)), {}, ValueError, "channel mismatch: x has in_channels=4"),
+    ((X, W), {"groups": 3}, ValueError, "groups=3 does not divide in_channels=4"),
+    ((X, np.zeros((6, 2, 3, 3), np.float32)), {"groups": 4}, ValueError, "groups=4 does not divide out_channels=6"),
+    ((X, W), {"groups": 0}, ValueError, "groups must be positive, got groups=0"),
+    ((X, W), {"stride": 0}, ValueError, "stride must be positive, got stride=0"),
+    ((X, W), {"stride": (1, -2)}, ValueError, r"stride=\(1, -2\)"),
+    ((X, W), {"stride": (1, 2, 3)}, ValueError, r"stride must be an int or 2 ints .* got stride=\(1, 2, 3\)"),
+    ((X, W), {"stride": 1.5}, TypeError, "stride must be an int"),
+    ((X, W), {"dilation": 0}, ValueError, "dilation must be positive, got dilation=0"),
+    ((X, W), {"padding": -1}, ValueError, "padding=-1"),
+    ((X, W), {"padding": "FULL"}, ValueError, "padding=.FULL."),
+    ((X, W), {"padding": ((1, 2, 3), (0, 0))}, ValueError, "padding="),
+    ((X, W), {"padding": (1, 2, 3)}, ValueError, r"padding=\(1, 2, 3\)"),
+    ((X, W), {"padding": 1.0}, TypeError, "padding=1.0"),
+    (
+        (np.zeros((2, 4, 2, 2), np.float32), W),
+        {},
+        ValueError,
+        "output would be empty along spatial dim 0: input size 2",
+    ),
+    ((np.zeros((2, 4, 2, 8), np.float32), W), {"dilation": (2, 1), "padding": 1}, ValueError, "dilated kernel 5"),
+    ((X[0], W), {}, ValueError, r"x and w must have the same rank .* x.shape=\(4, 8, 8\)"),
+    ((X, W[0, 0]), {}, ValueError, r"w must have 3 to 5 dims .* w.shape=\(3, 3\)"),
+    ((np.zeros((1, 1, 1, 1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1, 1, 1))), {}, ValueError, "w must have 3 to 5 dims"),
+    ((X.astype(np.int32), W), {}, TypeError, "x must have a real floating dtype .* x.dtype=int32"),
+    ((X, W.astype(np.complex64)), {}, TypeError, "w must have a real floating dtype .* w.dtype=complex64"),
+    ((X, W.astype(np.float64)), {}, TypeError, "must share one dtype, got x.dtype=float32, w.dtype=float64"),
+    (
+        (X, W, np.zeros(5, np.float32)),
+        {},
+        ValueError,
+        r"b must have shape \(out_channels,\)=\(6,\), got b.shape=\(5,\)",
+    ),
+    (("x", W), {}, TypeError, "x must be an array, got str"),
+    ((X, W), {"dimension_numbers": ("NHWC", "HWIO")}, TypeError, "dimension_numbers must be None or three layout"),
+    ((X, W), {"dimension_numbers": ("NHWC", "HWOI", "NHW")}, ValueError, "output layout 'NHW' has 3 letters"),
+    ((X, W), {"dimension_numbers": ("NHWC", "HWIO", "NHXC")}, ValueError, "must use the kernel's spatial letters"),
+    ((X, W), {"dimension_numbers": ("NHWW", "HWIO", "NHWC")}, ValueError, "must contain 'N' and 'C' once each"),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs", "error", "message"), BAD_INPUTS, ids=[m[:40] for *_, m in BAD_INPUTS])
+def test_bad_input_raises_a_clear_error(args, kwargs, error, message):
+    """Each raises ValueError/TypeError naming the argument and its value before XLA sees it, under jit too."""
+    with pytest.raises(error, match=r"^conv: .*" + message):
+        convgrad.conv(*args, **kwargs)
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    if len(arrays) == len(args):
+        with pytest.raises(error, match=re.escape("conv: ")):
+            jax.jit(lambda *a: convgrad.conv(*a, **kwargs))(*args)
