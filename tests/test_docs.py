@@ -16,7 +16,7 @@ def _python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("document", ["README.md"])
+@pytest.mark.parametrize("document", ["README.md", "docs/derivations.md"])
 def test_doctest_blocks(document):
     with jax.enable_x64(False):  # the examples show the default float32
         failures, attempted = doctest.testfile(
