@@ -264,11 +264,13 @@ _CONV_TRANSPOSE_CASES = (
         (2, 4, 5, 4), (4, 3, 3, 2), stride=(1, 2), padding=(2, 0), output_padding=(2, 1), dilation=(3, 1), groups=2
     ),
     conv_transpose_case((1, 4, 5, 5), (4, 2, 3, 3), stride=2, padding=1, groups=4),  # depthwise-like, multiplier 2
-    conv_transpose_case((2, 3, 4, 3), (3, 4, 2, 2), stride=3, output_padding=2, bias=False),  # stride > kernel: gaps
-    conv_transpose_case((2, 3, 6), (3, 4, 5), stride=2, padding=3, output_padding=1, dilation=2),
-    conv_transpose_case((1, 2, 3, 4, 2), (2, 3, 3, 2, 2), stride=(2, 1, 2), padding=1, output_padding=(1, 0, 0)),
-    conv_transpose_case((2, 2, 5), (2, 3, 3), output_padding=2, dilation=3),  # output_padding 2 >= stride 1, p = 0
-    conv_transpose_case((2, 2, 6, 6), (2, 3, 1, 1), stride=2, padding=1, output_padding=1),  # padding > d (k - 1)
+    # stride > kernel (gaps no tap reaches); output_padding 2 > padding 0: the VJP's conv crops g
+    conv_transpose_case((2, 3, 4, 3), (3, 4, 2, 2), stride=3, output_padding=2, bias=False),
+    conv_transpose_case((2, 3, 6), (3, 4, 5), stride=2, padding=3, output_padding=2, dilation=3),  # 1-d, op >= s
+    # 3-d; a 1-tap dim with padding 1 > d (k - 1): the forward's zero-inserted input is cropped, not padded
+    conv_transpose_case(
+        (1, 2, 3, 4, 2), (2, 3, 3, 1, 2), stride=(2, 1, 2), padding=(1, 1, 0), output_padding=(1, 0, 1)
+    ),
 )
 
 
