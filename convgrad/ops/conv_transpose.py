@@ -64,28 +64,33 @@ def conv_transpose(
 
     **Why it is a convolution with a flipped, channel-swapped kernel over a
     zero-inserted input.** Put ``x_up = zero_insert(x, s)`` (``x_up[n, c, i s] =
-    x[n, c, i]``, ``s - 1`` zeros between samples, length ``(in - 1) s + 1``).
-    The sum above runs over the taps ``k`` with ``x_up[j + p - k d]`` nonzero;
-    rename the tap ``kk = K - 1 - k`` and pad ``x_up`` by ``lo = d (K - 1) - p``
-    (and ``hi = d (K - 1) - p + output_padding`` so that every output has a full
-    window)::
+    x[n, c, i]``, ``s - 1`` zeros between samples, length ``(in - 1) s + 1``);
+    then the gather is ``y[n, o, j] = b[o] + sum_{c', k} x_up[n, c, j + p - k d]
+    w[c, o', k]`` (zero outside ``x_up``). Output ``j`` reads tap ``k`` at
+    offset ``-k d``: the taps run backwards. Rename ``kk = K - 1 - k`` and pad
+    ``x_up`` by ``lo = d (K - 1) - p``, so ``x_up[j + p - k d] = x_up_pad[j + kk d]``
+    (and by ``hi = d (K - 1) - p + output_padding`` so the last window fits)::
 
         y[n, o, j] = b[o] + sum_{c', kk} x_up_pad[n, c, j + kk d] w_t[o, c', kk],
         w_t[g O/G + o', c', kk] = w[g C/G + c', o', K - 1 - kk]
 
-    a plain stride-1 correlation at dilation ``d``: output ``j`` reads tap
-    ``k`` at offset ``-k d``, hence the spatial flip; and ``w``'s first axis
-    indexes this op's *input* channels, hence the in/out swap per group. That
-    is :func:`convgrad.flip_and_swap`, and the whole map is
-    :func:`convgrad.ops.conv.conv_input_grad`: ``conv_transpose(x, w)`` is the
-    input gradient of ``conv(z, w)`` (same ``s``, ``p``, ``d``, ``G``) at
-    cotangent ``x``. Hence the name: for ``output_padding < s``,
-    ``<conv(z, w), x> = <z, conv_transpose(x, w)>``.
+    a plain stride-1 correlation at dilation ``d`` with the kernel flipped in
+    space and, since ``w``'s first axis indexes this op's *input* channels, with
+    in/out channels swapped per group: :func:`convgrad.flip_and_swap`. The whole
+    map is :func:`convgrad.ops.conv.conv_input_grad`: ``conv_transpose(x, w)``
+    is the input gradient of ``z -> conv(z, w)`` (same ``s``, ``p``, ``d``,
+    ``G``) at cotangent ``x``, i.e. the transpose of conv's matrix, hence the
+    name: for ``output_padding < s``, ``<conv(z, w), x> = <z, conv_transpose(x, w)>``.
 
-    For a cotangent ``g`` shaped like ``y``, let ``g_pad`` be ``g`` padded back
-    onto the footprint, ``g_pad[n, o, j + p] = g[n, o, j]``: ``p`` zeros low,
-    ``p - output_padding`` high (negative crops; :func:`conv_transpose_padding`).
-    The map is bilinear and ``<conv_transpose(x, w), g> = <x, conv(g, w)>``, so:
+    **Gradients.** For a cotangent ``g`` shaped like ``y``, let ``g_pad`` be
+    ``g`` put back onto the footprint, ``g_pad[n, o, j + p] = g[n, o, j]``
+    (``p`` zeros low, ``p - output_padding`` high, negative crops:
+    :func:`~convgrad.ops.geometry.conv_transpose_padding`). The scatter term
+    ``x[n, c, i] w[c, o', k]`` lands on output ``j = i s + k d - p``, so its
+    cotangent is ``g_pad[n, o, i s + k d]``; the product rule sends it to each
+    factor (terms in the ``output_padding`` samples past ``y_full`` do not
+    exist, so those samples of ``g`` reach nothing). The map is bilinear, with
+    ``<conv_transpose(x, w), g> = <x, conv(g, w)>``:
 
     * input gradient: the forward convolution of ``g`` with the same ``w``
       (stride ``s``, dilation ``d``, groups ``G``, padding ``(p, p -
@@ -94,9 +99,10 @@ def conv_transpose(
 
         dx[n, c, i] = sum_{o', k} g_pad[n, g O/G + o', i s + k d] w[c, o', k]
 
-    * weight gradient: a correlation of the cotangent (the "input") with ``x``
-      (the "cotangent"), summing over the batch; exactly
-      ``conv_weight_grad(g, x)`` of the convolution this op transposes::
+    * weight gradient: a correlation of the cotangent (as the "input") with
+      ``x`` (as the "cotangent"), summing over the batch: exactly
+      ``conv_weight_grad(g, x)`` of the convolution this op transposes, whose
+      formula is conv's ``dw`` with ``x_pad -> g_pad`` and ``g -> x``::
 
         dw[c, o', k] = sum_{n, i} g_pad[n, g O/G + o', i s + k d] x[n, c, i]
 
@@ -160,11 +166,11 @@ def _conv_transpose_fwd(geometry, out_spatial, x, w, b):
 
 
 def _conv_transpose_bwd(geometry, out_spatial, residuals, g):
-    """``(dx, dw, db)``: the three formulas of the docstring, in ``geometry``'s terms (the transposed convolution).
+    """``(dx, dw, db)``: the three formulas of the docstring.
 
-    ``geometry`` is that of the convolution ``conv`` with ``conv_transpose =
-    conv``'s input gradient, so the roles are those of conv's forward and
-    weight gradient with ``g`` as conv's input and ``x`` as conv's cotangent.
+    ``geometry`` is that of the convolution whose input gradient this op is. In
+    its terms ``g`` plays that convolution's input and ``x`` its cotangent, so
+    ``dx`` is its forward pass on ``g`` and ``dw`` its weight gradient.
     """
     x, w, b = residuals
     x_grad = conv_forward(g, w, None, geometry)
