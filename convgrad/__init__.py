@@ -2,7 +2,9 @@
 
 from convgrad.ops.conv import conv as conv
 from convgrad.ops.conv import flip_and_swap as flip_and_swap
+from convgrad.ops.conv_transpose import conv_transpose as conv_transpose
+from convgrad.ops.conv_transpose import zero_insert as zero_insert
 
 __version__ = "0.1.0"
 
-__all__ = ["conv", "flip_and_swap"]
+__all__ = ["conv", "conv_transpose", "flip_and_swap", "zero_insert"]

@@ -45,3 +45,31 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, dimension_n
         return y
     channel_axis = dimension_numbers[2].index("C")
     return y + jnp.reshape(b, [-1 if axis == channel_axis else 1 for axis in range(y.ndim)])
+
+
+def conv_transpose(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1) -> jax.Array:
+    """PyTorch's ConvTranspose: the ``s``-dilated input (``lhs_dilation``) padded by ``d (k - 1) - p`` low and
+    ``d (k - 1) - p + output_padding`` high, correlated with the kernel flipped in space and with in/out
+    channels swapped per group, ``(C, O/G, *k) -> (O, C/G, *k)``."""
+    n = w.ndim - 2
+    stride, padding, output_padding, dilation = (_per_dim(v, n) for v in (stride, padding, output_padding, dilation))
+    kernel = w.shape[2:]
+    in_channels, group_out = w.shape[:2]
+    flipped = jnp.flip(w, axis=tuple(range(2, w.ndim)))
+    blocks = flipped.reshape(groups, in_channels // groups, group_out, *kernel)
+    w_t = jnp.swapaxes(blocks, 1, 2).reshape(groups * group_out, in_channels // groups, *kernel)
+    pads = [(d * (k - 1) - p, d * (k - 1) - p + e) for k, p, e, d in zip(kernel, padding, output_padding, dilation)]
+    layout = "NC" + "DHW"[3 - n :]
+    y = lax.conv_general_dilated(
+        x,
+        w_t,
+        window_strides=(1,) * n,
+        padding=pads,
+        lhs_dilation=stride,
+        rhs_dilation=dilation,
+        dimension_numbers=(layout, "OI" + "DHW"[3 - n :], layout),
+        feature_group_count=groups,
+    )
+    if b is None:
+        return y
+    return y + jnp.reshape(b, (1, -1, *(1,) * n))

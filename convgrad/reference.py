@@ -103,3 +103,72 @@ def _conv_plan(x_shape, w_shape, stride, padding, dilation):
             yield k, tuple(ii * s + kk * d for ii, kk, s, d in zip(i, k, stride, dilation))
 
     return pairs, out_shape, taps
+
+
+def conv_transpose(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1) -> np.ndarray:
+    """``y_full[n, g O/G + o', *(i s + k d)] += x[n, g C/G + c', *i] w[g C/G + c', o', *k]``, then crop.
+
+    Every input sample scatters the kernel, scaled, into ``y_full``
+    (``(in - 1) s + d (k - 1) + 1`` samples per dim); the output is
+    ``y_full[p : p + out]`` with ``out = (in - 1) s - 2 p + d (k - 1) + output_padding + 1``,
+    zeros where it runs past ``y_full``'s end; plus ``b``.
+    """
+    x, w = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    full_shape, crop, scatters = _conv_transpose_plan(x.shape, w.shape, stride, padding, output_padding, dilation)
+    in_channels, og = w.shape[0], w.shape[1]
+    cg = in_channels // groups
+    y_full = np.zeros((x.shape[0], og * groups, *full_shape))
+    for grp in range(groups):
+        o_slice, c_slice = slice(grp * og, (grp + 1) * og), slice(grp * cg, (grp + 1) * cg)
+        for i, k, position in scatters():
+            # (N, C/G) @ (C/G, O/G): every input channel of the group feeds every output channel of the group
+            y_full[(slice(None), o_slice, *position)] += x[(slice(None), c_slice, *i)] @ w[(c_slice, slice(None), *k)]
+    y = y_full[(slice(None), slice(None), *crop)]
+    if b is not None:
+        y = y + np.asarray(b, np.float64).reshape(1, -1, *([1] * (w.ndim - 2)))
+    return y
+
+
+def conv_transpose_vjp(x, w, b, g, *, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """``(dx, dw, db)``: each product ``x[.., i] w[c, o', k]`` scattered to ``position`` sends ``g_full`` there back.
+
+    ``g_full`` is ``g`` put back where the output was cropped from (zeros
+    elsewhere), so the ``output_padding`` samples beyond ``y_full`` send nothing.
+    """
+    x, w, g = (np.asarray(a, np.float64) for a in (x, w, g))
+    full_shape, crop, scatters = _conv_transpose_plan(x.shape, w.shape, stride, padding, output_padding, dilation)
+    in_channels, og = w.shape[0], w.shape[1]
+    cg = in_channels // groups
+    g_full = np.zeros((*g.shape[:2], *full_shape))
+    g_full[(slice(None), slice(None), *crop)] = g
+    dx, dw = np.zeros_like(x), np.zeros_like(w)
+    for grp in range(groups):
+        o_slice, c_slice = slice(grp * og, (grp + 1) * og), slice(grp * cg, (grp + 1) * cg)
+        for i, k, position in scatters():
+            g_at = g_full[(slice(None), o_slice, *position)]  # (N, O/G)
+            dx[(slice(None), c_slice, *i)] += g_at @ w[(c_slice, slice(None), *k)].T
+            dw[(c_slice, slice(None), *k)] += x[(slice(None), c_slice, *i)].T @ g_at
+    db = None if b is None else g.sum(axis=(0, *range(2, g.ndim)))
+    return dx, dw, db
+
+
+def _conv_transpose_plan(x_shape, w_shape, stride, padding, output_padding, dilation):
+    """``y_full``'s shape, the output's slice of it per dim, and ``scatters()``: (input index, tap, position).
+
+    ``y_full`` holds the scatter footprint ``(in - 1) s + d (k - 1) + 1`` plus
+    ``output_padding`` zeros, so the output ``y_full[p : p + out]`` fits in it.
+    """
+    n = len(w_shape) - 2
+    stride, padding = _per_dim(stride, n), _per_dim(padding, n)
+    output_padding, dilation = _per_dim(output_padding, n), _per_dim(dilation, n)
+    kernel = w_shape[2:]
+    footprint = [(i - 1) * s + (k - 1) * d + 1 for i, k, s, d in zip(x_shape[2:], kernel, stride, dilation)]
+    full_shape = tuple(f + e for f, e in zip(footprint, output_padding))
+    crop = tuple(slice(p, f - p + e) for f, p, e in zip(footprint, padding, output_padding))
+
+    def scatters():
+        for i in itertools.product(*map(range, x_shape[2:])):
+            for k in itertools.product(*map(range, kernel)):
+                yield i, k, tuple(ii * s + kk * d for ii, kk, s, d in zip(i, k, stride, dilation))
+
+    return full_shape, crop, scatters

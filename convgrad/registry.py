@@ -217,6 +217,67 @@ def _conv_reference(x, w, b=None, **options):
     return autodiff.conv(x, w, b, **options)
 
 
+# ---------------------------------------------------------------------------- conv_transpose
+
+
+def conv_transpose_case(x_shape, w_shape, bias=True, **kwargs) -> Case:
+    """A conv_transpose case from channel-first shapes: ``x (N, C, *in)``, ``w (C, O/G, *k)``, ``b (O,)``."""
+    groups = kwargs.get("groups", 1)
+    return case(tuple(x_shape), tuple(w_shape), (groups * w_shape[1],) if bias else None, **kwargs)
+
+
+def _conv_transpose_sample(draw: Draw) -> Case:
+    """Any rank, groups (depthwise-like too), stride, dilation > stride, padding, any legal output_padding."""
+    n = draw.integer(1, 3)
+    groups = draw.choice([1, 1, 2, 3])
+    group_in = draw.choice([1, 2, 3])  # 1: depthwise-like, one input channel per group
+    group_out = draw.integer(1, 3)
+    max_in, max_kernel = (4, 3) if n < 3 else (3, 2)
+    dims = []
+    for _ in range(n):
+        i, k, s, d = draw.integer(1, max_in), draw.integer(1, max_kernel), draw.integer(1, 3), draw.integer(1, 3)
+        output_padding = draw.integer(0, max(s, d) - 1)
+        footprint = (i - 1) * s + (k - 1) * d + 1
+        padding = draw.integer(0, min(2, (footprint + output_padding - 1) // 2))  # at least one output sample
+        dims.append((i, k, s, padding, output_padding, d))
+    in_spatial, kernel, *options = zip(*dims)
+    # an int where all dims agree, sometimes
+    options = [draw.choice([values, values[0]]) if len(set(values)) == 1 else values for values in options]
+    stride, padding, output_padding, dilation = options
+    return conv_transpose_case(
+        (draw.integer(1, 2), groups * group_in, *in_spatial),
+        (groups * group_in, group_out, *kernel),
+        bias=draw.choice([True, False]),
+        stride=stride,
+        padding=padding,
+        output_padding=output_padding,
+        dilation=dilation,
+        groups=groups,
+    )
+
+
+_CONV_TRANSPOSE_CASES = (
+    # the usual 2x upsampling layer: k 3, s 2, p 1, output_padding 1 doubles the size (4 -> 8)
+    conv_transpose_case((2, 3, 4, 4), (3, 2, 3, 3), stride=2, padding=1, output_padding=1),
+    # groups, dilation > stride with output_padding >= stride (2 >= 1), per-dim everything
+    conv_transpose_case(
+        (2, 4, 5, 4), (4, 3, 3, 2), stride=(1, 2), padding=(2, 0), output_padding=(2, 1), dilation=(3, 1), groups=2
+    ),
+    conv_transpose_case((1, 4, 5, 5), (4, 2, 3, 3), stride=2, padding=1, groups=4),  # depthwise-like, multiplier 2
+    # stride > kernel (gaps no tap reaches); output_padding 2 > padding 0: the VJP's conv crops g
+    conv_transpose_case((2, 3, 4, 3), (3, 4, 2, 2), stride=3, output_padding=2, bias=False),
+    conv_transpose_case((2, 3, 6), (3, 4, 5), stride=2, padding=3, output_padding=2, dilation=3),  # 1-d, op >= s
+    # 3-d; a 1-tap dim with padding 1 > d (k - 1): the forward's zero-inserted input is cropped, not padded
+    conv_transpose_case(
+        (1, 2, 3, 4, 2), (2, 3, 3, 1, 2), stride=(2, 1, 2), padding=(1, 1, 0), output_padding=(1, 0, 1)
+    ),
+)
+
+
+def _conv_transpose_reference(x, w, b=None, **options):
+    return autodiff.conv_transpose(x, w, b, **options)
+
+
 # ---------------------------------------------------------------------------- the table
 
 OPS: dict[str, OpSpec] = {
@@ -230,6 +291,17 @@ OPS: dict[str, OpSpec] = {
             loop_vjp=_conv_loop_vjp,
             cases=_CONV_CASES,
             sample=_conv_sample,
+            argnums=(0, 1, 2),
+            linear_argnums=(0, 1, 2),
+        ),
+        OpSpec(
+            name="conv_transpose",
+            fn=convgrad.conv_transpose,
+            reference=_conv_transpose_reference,
+            loop_forward=reference.conv_transpose,
+            loop_vjp=reference.conv_transpose_vjp,
+            cases=_CONV_TRANSPOSE_CASES,
+            sample=_conv_transpose_sample,
             argnums=(0, 1, 2),
             linear_argnums=(0, 1, 2),
         ),

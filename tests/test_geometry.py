@@ -93,3 +93,21 @@ def test_conv_transpose_output_size_inverts_conv(n_in, k, s, d, p, output_paddin
     n_out = geometry.conv_transpose_output_size(n_in, k, s, p, d, output_padding)
     assume(n_out >= 1)
     assert geometry.conv_output_size(n_out, k, s, (p, p), d) == n_in
+
+
+@cheap
+@given(sizes, small, small, small, st.integers(0, 3), st.integers(0, 3))
+def test_conv_transpose_padding(n_in, k, s, d, p, output_padding):
+    """With (p, p - output_padding) the transposed conv is exactly conv's input gradient, for any legal
+    output_padding (< max(s, d), so also >= s when d > s): conv maps out back to exactly in samples, and the
+    input-gradient padding is PyTorch's, d (k - 1) - p low and d (k - 1) - p + output_padding high."""
+    output_padding %= max(s, d)
+    n_out = geometry.conv_transpose_output_size(n_in, k, s, p, d, output_padding)
+    assume(n_out >= 1)
+    pair = geometry.conv_transpose_padding(p, output_padding)
+    assert geometry.conv_output_size(n_out, k, s, pair, d) == n_in
+    assert geometry.input_grad_padding(n_out, k, s, pair, d, n_in) == (
+        d * (k - 1) - p,
+        d * (k - 1) - p + output_padding,
+    )
+    assert geometry.weight_grad_padding(n_out, k, s, pair, d, n_in) == pair

@@ -110,3 +110,17 @@ def ndim_between(op: str, name: str, array: jax.Array, low: int, high: int, what
     """``low <= array.ndim <= high``."""
     if not low <= array.ndim <= high:
         raise ValueError(f"{op}: {name} must have {low} to {high} dims ({what}), got {name}.shape={tuple(array.shape)}")
+
+
+def groups_divide(op: str, groups: int, channels_name: str, channels: int, array_name: str, shape) -> None:
+    """``groups`` divides ``channels`` (read from ``array_name``, whose shape the message shows)."""
+    if channels % groups:
+        raise ValueError(
+            f"{op}: groups={groups} does not divide {channels_name}={channels} ({array_name}.shape={tuple(shape)})"
+        )
+
+
+def bias_shape(op: str, b: jax.Array | None, out_channels: int) -> None:
+    """``b`` is absent or has shape ``(out_channels,)``."""
+    if b is not None and b.shape != (out_channels,):
+        raise ValueError(f"{op}: b must have shape (out_channels,)=({out_channels},), got b.shape={tuple(b.shape)}")

@@ -236,16 +236,7 @@ def conv_bias_grad(g: jax.Array, geometry: ConvGeometry) -> jax.Array:
 
 def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_numbers):
     """Checked arrays and the :class:`ConvGeometry` of a forward convolution (shared by conv's wrappers)."""
-    x = arguments.as_float_array(op, "x", x)
-    w = arguments.as_float_array(op, "w", w)
-    b = None if b is None else arguments.as_float_array(op, "b", b)
-    arguments.same_dtype(op, x=x, w=w, b=b)
-    arguments.ndim_between(op, "w", w, 3, 5, "(O, C/groups, *kernel) with 1 to 3 spatial dims")
-    if x.ndim != w.ndim:
-        raise ValueError(
-            f"{op}: x and w must have the same rank (batch, channel and {w.ndim - 2} spatial dims), "
-            f"got x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)}"
-        )
+    x, w, b = conv_operands(op, x, w, b, "(O, C/groups, *kernel)")
     n = w.ndim - 2
     dn = dimension_numbers_for(op, x.shape, w.shape, dimension_numbers)
     stride = arguments.as_tuple(op, "stride", stride, n)
@@ -253,19 +244,14 @@ def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_num
     groups = arguments.as_int(op, "groups", groups, 1)
     in_channels, out_channels = x.shape[dn.lhs_spec[1]], w.shape[dn.rhs_spec[0]]
     group_channels = w.shape[dn.rhs_spec[1]]
-    if in_channels % groups:
-        raise ValueError(f"{op}: groups={groups} does not divide in_channels={in_channels} (x.shape={tuple(x.shape)})")
-    if out_channels % groups:
-        raise ValueError(
-            f"{op}: groups={groups} does not divide out_channels={out_channels} (w.shape={tuple(w.shape)})"
-        )
+    arguments.groups_divide(op, groups, "in_channels", in_channels, "x", x.shape)
+    arguments.groups_divide(op, groups, "out_channels", out_channels, "w", w.shape)
     if group_channels * groups != in_channels:
         raise ValueError(
             f"{op}: channel mismatch: x has in_channels={in_channels} but w.shape={tuple(w.shape)} expects "
             f"in_channels/groups={group_channels} with groups={groups}, i.e. {group_channels * groups} channels"
         )
-    if b is not None and b.shape != (out_channels,):
-        raise ValueError(f"{op}: b must have shape (out_channels,)=({out_channels},), got b.shape={tuple(b.shape)}")
+    arguments.bias_shape(op, b, out_channels)
     in_spatial = tuple(x.shape[a] for a in dn.lhs_spec[2:])
     kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
     pairs = arguments.as_padding(op, padding, n)
@@ -280,6 +266,25 @@ def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_num
                 f"than the dilated kernel {d * (k - 1) + 1} (kernel {k}, dilation {d})"
             )
     return x, w, b, ConvGeometry(stride, pairs, dilation, groups, dn)
+
+
+def conv_operands(op: str, x, w, b, kernel_layout: str) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """``x``, ``w``, ``b`` as arrays of one floating dtype, ``w`` of rank 3 to 5 and ``x`` of ``w``'s rank.
+
+    Shared by ``conv`` and ``conv_transpose``; ``kernel_layout`` names ``w``'s
+    axes in the message (``"(O, C/groups, *kernel)"``).
+    """
+    x = arguments.as_float_array(op, "x", x)
+    w = arguments.as_float_array(op, "w", w)
+    b = None if b is None else arguments.as_float_array(op, "b", b)
+    arguments.same_dtype(op, x=x, w=w, b=b)
+    arguments.ndim_between(op, "w", w, 3, 5, f"{kernel_layout} with 1 to 3 spatial dims")
+    if x.ndim != w.ndim:
+        raise ValueError(
+            f"{op}: x and w must have the same rank (batch, channel and {w.ndim - 2} spatial dims), "
+            f"got x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)}"
+        )
+    return x, w, b
 
 
 DEFAULT_LAYOUTS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}

@@ -56,3 +56,15 @@ def conv_transpose_output_size(
 ) -> int:
     """``(in - 1) * s - 2 * p + dilated_size(k, d) + output_padding``: PyTorch's ConvTranspose size."""
     return (in_size - 1) * stride - 2 * padding + dilated_size(kernel, dilation) + output_padding
+
+
+def conv_transpose_padding(padding: int, output_padding: int) -> Pair:
+    """``(p, p - output_padding)``: the padding of the convolution that ``conv_transpose`` is the transpose of.
+
+    With it, the convolution (same ``k``, ``s``, ``d``) of an ``out``-sample map
+    has exactly ``in`` outputs, ``conv_output_size(out, k, s, (p, p - op), d) == in``,
+    and its padded input is the transposed conv's whole scatter footprint,
+    ``(in - 1) s + dilated_size(k, d)`` samples. A negative ``hi`` crops the
+    ``output_padding`` samples at the high end, which no input sample reaches.
+    """
+    return padding, padding - output_padding
