@@ -257,6 +257,22 @@ def test_switches_under_jit_and_vmap():
         np.testing.assert_array_equal(batched[i], reference.max_pool(xs[i], 3, 2, 1)[1])
 
 
+def test_gradients_under_checkpoint():
+    """jax.checkpoint (not covered by the registry) recomputes the forward and gives the same gradients."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 2, 6, 6)))
+    switches = jnp.asarray(np.random.default_rng(1).integers(0, 36, (2, 2, 6, 6)), jnp.int32)
+
+    def loss(x):
+        pooled = convgrad.max_pool(x, 3, 2, 1)[0] + convgrad.max_pool(x, 2)[0][:, :, :3, :3]  # both backward paths
+        return jnp.sum(jnp.sin(pooled)) + jnp.sum(jnp.sin(convgrad.avg_pool(x, (3, 2), 1, ((1, 0), (0, 1)))))
+
+    unpool = lambda x: jnp.sum(jnp.sin(convgrad.max_unpool(x, switches, (6, 6))))
+    for f in (loss, unpool):
+        plain, remat = jax.jit(jax.grad(f))(x), jax.jit(jax.grad(jax.checkpoint(f)))(x)
+        np.testing.assert_array_equal(remat, plain)
+        assert float(jnp.abs(plain).sum()) > 0
+
+
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
 def test_dtypes(dtype):
     x = jax.ShapeDtypeStruct((1, 2, 4, 4), dtype)

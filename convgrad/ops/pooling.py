@@ -92,8 +92,10 @@ def max_pool(
 
         dx[n, c, h, w] = sum_{i, j : switches[n, c, i, j] = h W + w} g[n, c, i, j]
 
-    i.e. ``dx = max_unpool(g, switches, (H, W))``. ``switches`` is an integer
-    output: it has no gradient (its cotangent is ``float0`` and is ignored).
+    i.e. ``dx = max_unpool(g, switches, (H, W))``, a scatter-add. When no two
+    windows overlap (``s = k``, no padding) the backward places ``g`` by a
+    reshape instead (:func:`max_pool_input_grad_tiled`). ``switches`` is an
+    integer output: it has no gradient (its cotangent is ``float0``, ignored).
 
     Args:
       x: input, ``(N, C, *in)`` with 1 to 3 spatial dims. Floating dtype.
@@ -153,8 +155,9 @@ def window_taps(x_pad: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
 def first_max_tap(taps: jax.Array, real: np.ndarray | None) -> tuple[jax.Array, jax.Array]:
     """``(y, t)`` over axis 2 of ``taps`` ``(N, C, K, *out)``: the max, and the FIRST tap in raster order holding it.
 
-    Written out rather than left to ``jnp.argmax``'s conventions: ``jnp.max``
-    propagates NaN, so a tap is a hit where it equals ``y`` or is NaN (a NaN
+    Written out rather than left to ``jnp.argmax`` (which in JAX 0.10 also
+    returns the first NaN, by a convention of lax's argmax reducer that no
+    public contract promises): ``jnp.max`` propagates NaN, so a tap is a hit where it equals ``y`` or is NaN (a NaN
     tap can only exist when ``y`` is NaN); hits are restricted to ``real``
     (unpadded) taps, so a window of ``-inf`` inputs picks an input element, not
     padding; ``t`` is the smallest hit index. Every window has a real hit.
@@ -187,8 +190,9 @@ def real_taps(geometry: PoolGeometry) -> np.ndarray | None:
 def tap_switches(tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
     """``switches = sum_d (i_d s_d + t_d - lo_d) row_d``: the flat unpadded index of tap ``tap`` of window ``i``.
 
-    ``t = unravel(tap, window)`` and ``row_d = prod(in[d+1:])`` are the
-    row-major strides of the input plane; the window part is a static table.
+    ``t = unravel(tap, window)``, ``row_d = prod(in[d+1:])`` are the row-major
+    strides of the input plane, and the window-position part
+    ``base[i] = sum_d (i_d s_d - lo_d) row_d`` is a static table.
     """
     row, tap_row = _row_major_strides(geometry.in_spatial), _row_major_strides(geometry.window)
     grid = np.indices(geometry.out_spatial)
