@@ -9,10 +9,12 @@ unless ``dimension_numbers`` says otherwise.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 
@@ -73,3 +75,43 @@ def conv_transpose(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilat
     if b is None:
         return y
     return y + jnp.reshape(b, (1, -1, *(1,) * n))
+
+
+def _window_arguments(x, window, stride, padding):
+    """lax's per-axis window, strides and padding: nothing pooled over batch and channels."""
+    n = x.ndim - 2
+    window = _per_dim(window, n)
+    stride = window if stride is None else _per_dim(stride, n)
+    return (1, 1, *window), (1, 1, *stride), [(0, 0), (0, 0), *_lax_padding(padding, n)]
+
+
+def max_pool(x, window, stride=None, padding=0) -> jax.Array:
+    """``lax.reduce_window`` with ``max`` from ``-inf`` (so padding counts as ``-inf``); ``y`` only, no switches.
+
+    The initial values are NumPy constants, so lax recognises the monoid and
+    uses its differentiable ``reduce_window_max`` / ``reduce_window_sum``.
+    """
+    dims, strides, pads = _window_arguments(x, window, stride, padding)
+    return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, dims, strides, pads)
+
+
+def avg_pool(x, window, stride=None, padding=0) -> jax.Array:
+    """``lax.reduce_window`` with ``add`` from 0, over ``K = prod(window)`` (zero padding counted)."""
+    dims, strides, pads = _window_arguments(x, window, stride, padding)
+    total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, strides, pads)
+    return total / math.prod(dims)
+
+
+def max_unpool(y, switches, output_size) -> jax.Array:
+    """``.at[].add`` of ``y`` at its switches into zero planes of ``prod(output_size)``; out-of-range ones dropped."""
+    batch, channels = y.shape[:2]
+    plane = math.prod(output_size)
+    switches = jnp.reshape(switches, (batch * channels, -1))
+    switches = jnp.where((switches >= 0) & (switches < plane), switches, plane)
+    rows = jnp.arange(batch * channels)[:, None]
+    x = (
+        jnp.zeros((batch * channels, plane), y.dtype)
+        .at[rows, switches]
+        .add(y.reshape(batch * channels, -1), mode="drop")
+    )
+    return x.reshape(batch, channels, *output_size)

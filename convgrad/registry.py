@@ -13,9 +13,11 @@ failures shrink), the CLI one backed by NumPy.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+import jax.numpy as jnp
 import numpy as np
 
 import convgrad
@@ -278,6 +280,89 @@ def _conv_transpose_reference(x, w, b=None, **options):
     return autodiff.conv_transpose(x, w, b, **options)
 
 
+# ---------------------------------------------------------------------------- pooling
+
+_POOL_CASES = (
+    case((2, 3, 7, 7), window=3, stride=2, padding=1),  # overlapping windows, padding: the generic scatter
+    case((2, 3, 6, 9), window=2),  # non-overlapping 2x2 with a leftover column: the reshape backward
+    case((2, 2, 11), window=3, stride=4, padding=((2, 1),)),  # stride > window (gaps), an edge window mostly padding
+    case((2, 2, 7, 6), window=(3, 2), stride=(2, 1), padding=((2, 0), (0, 1))),  # non-square, asymmetric pairs
+    case((1, 2, 5, 6, 4), window=(2, 3, 2), stride=(1, 2, 2), padding=((1, 0), (1, 1), (0, 1))),
+    case((1, 3, 4, 5, 7), window=2),  # 3-d non-overlapping, odd sizes
+)
+
+
+def _pool_sample(draw: Draw) -> Case:
+    """1 to 3 spatial dims; window 1-3, stride default/smaller/larger, padding (int, ints or pairs) below window."""
+    n = draw.integer(1, 3)
+    window = tuple(draw.integer(1, 3) for _ in range(n))
+    stride = draw.choice([None, tuple(draw.integer(1, 3) for _ in range(n))])
+    steps = window if stride is None else stride
+    form = draw.choice(["int", "ints", "pairs"])
+    if form == "int":
+        padding = draw.integer(0, min(window) - 1)
+        pairs = [(padding, padding)] * n
+    elif form == "ints":
+        padding = tuple(draw.integer(0, k - 1) for k in window)
+        pairs = [(p, p) for p in padding]
+    else:
+        padding = tuple((draw.integer(0, k - 1), draw.integer(0, k - 1)) for k in window)
+        pairs = list(padding)
+    sizes = []
+    for k, s, (lo, hi) in zip(window, steps, pairs):
+        out = draw.integer(1, 4 if n < 3 else 3)
+        sizes.append(max(1, (out - 1) * s + k + draw.integer(0, s - 1) - lo - hi))
+    return case((draw.integer(1, 2), draw.integer(1, 3), *sizes), window=window, stride=stride, padding=padding)
+
+
+def _distinct_planes(rng: np.random.Generator, case: Case, dtype) -> tuple[np.ndarray]:
+    """Each ``(n, c)`` plane a random permutation of ``(j - P // 2) / 2^m``, ``|values| <= 1``: no ties anywhere.
+
+    Exact in ``dtype`` (``P`` consecutive integers fit its significand), so
+    rounding makes no ties either, and neighbouring values are ``2^-m >= 2 / P``
+    apart, far more than a finite-difference step (~1e-5): max_pool's finite
+    differences never cross a kink.
+    """
+    shape = case.shapes[0]
+    plane = math.prod(shape[2:])
+    if plane > 2 ** (jnp.finfo(dtype).nmant + 1):
+        raise ValueError(f"max_pool case {case}: planes of {plane} values cannot be distinct in {np.dtype(dtype).name}")
+    scale = 2.0 ** -max(math.ceil(math.log2(max(plane, 2) / 2)), 0)
+    planes = [rng.permutation(plane) - plane // 2 for _ in range(shape[0] * shape[1])]
+    return ((np.stack(planes).reshape(shape) * scale).astype(dtype),)
+
+
+_UNPOOL_CASES = (
+    case((2, 3, 4, 4), (2, 3, 4, 4), output_size=(7, 7)),
+    case((2, 2, 5), (2, 2, 5), output_size=(6,)),
+    case((1, 2, 2, 3, 2), (1, 2, 2, 3, 2), output_size=(4, 5, 3)),
+    case((2, 2, 3, 3), (2, 2, 3, 3), output_size=(2, 2)),  # more values than places: many coincide
+)
+
+
+def _unpool_sample(draw: Draw) -> Case:
+    """1 to 3 spatial dims, at least two values per plane (so switches can coincide), any output size."""
+    n = draw.integer(1, 3)
+    spatial = [draw.integer(1, 4 if n < 3 else 3) for _ in range(n)]
+    spatial[0] = max(spatial[0], 2)
+    shape = (draw.integer(1, 2), draw.integer(1, 3), *spatial)
+    return case(shape, shape, output_size=tuple(draw.integer(1, 5 if n < 3 else 3) for _ in range(n)))
+
+
+def _unpool_arguments(rng: np.random.Generator, case: Case, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Standard normal ``y`` and uniform int32 switches in which the first two of every plane coincide.
+
+    The forced repeat puts coinciding switches (overlapping windows' shared
+    maxima) into every check, so a scatter that sets instead of adding fails.
+    """
+    y_shape, switches_shape = case.shapes
+    plane = math.prod(case.options["output_size"])
+    switches = rng.integers(0, plane, switches_shape).astype(np.int32)
+    flat = switches.reshape(*switches_shape[:2], -1)
+    flat[:, :, 1] = flat[:, :, 0]
+    return rng.standard_normal(y_shape).astype(dtype), flat.reshape(switches_shape)
+
+
 # ---------------------------------------------------------------------------- the table
 
 OPS: dict[str, OpSpec] = {
@@ -304,6 +389,40 @@ OPS: dict[str, OpSpec] = {
             sample=_conv_transpose_sample,
             argnums=(0, 1, 2),
             linear_argnums=(0, 1, 2),
+        ),
+        OpSpec(
+            name="max_pool",
+            fn=convgrad.max_pool,
+            reference=autodiff.max_pool,
+            loop_forward=reference.max_pool,
+            loop_vjp=reference.max_pool_vjp,
+            cases=_POOL_CASES,
+            sample=_pool_sample,
+            argnums=(0,),
+            make_args=_distinct_planes,
+        ),
+        OpSpec(
+            name="max_unpool",
+            fn=convgrad.max_unpool,
+            reference=autodiff.max_unpool,
+            loop_forward=reference.max_unpool,
+            loop_vjp=reference.max_unpool_vjp,
+            cases=_UNPOOL_CASES,
+            sample=_unpool_sample,
+            argnums=(0,),
+            linear_argnums=(0,),
+            make_args=_unpool_arguments,
+        ),
+        OpSpec(
+            name="avg_pool",
+            fn=convgrad.avg_pool,
+            reference=autodiff.avg_pool,
+            loop_forward=reference.avg_pool,
+            loop_vjp=reference.avg_pool_vjp,
+            cases=_POOL_CASES,
+            sample=_pool_sample,
+            argnums=(0,),
+            linear_argnums=(0,),
         ),
     )
 }

@@ -111,3 +111,19 @@ def test_conv_transpose_padding(n_in, k, s, d, p, output_padding):
         d * (k - 1) - p + output_padding,
     )
     assert geometry.weight_grad_padding(n_out, k, s, pair, d, n_in) == pair
+
+
+@given(sizes, small, small, st.integers(0, 3), st.integers(0, 3), st.integers(0, 100))
+def test_tap_grad_padding(n_in, k, s, lo, hi, seed):
+    """Reading tap t of every window (x_pad[i s + t]) transposes to a zero-inserting pad with these edges."""
+    out = geometry.conv_output_size(n_in, k, s, (lo, hi), 1)
+    assume(out >= 1)
+    g = np.random.default_rng(seed).standard_normal(out)
+    for t in range(k):
+        expected = np.zeros(n_in + lo + hi)
+        for i in range(out):
+            expected[i * s + t] += g[i]
+        zero_inserted = np.zeros(geometry.dilated_size(out, s))
+        zero_inserted[::s] = g
+        got = _pad(zero_inserted, *geometry.tap_grad_padding(n_in, t, s, (lo, hi), out))
+        np.testing.assert_array_equal(got, expected[lo : lo + n_in])

@@ -36,6 +36,19 @@ def as_float_array(op: str, name: str, value: object) -> jax.Array:
     return array
 
 
+def as_index_array(op: str, name: str, value: object) -> jax.Array:
+    """``value`` as a JAX array of an integer dtype (indices such as ``max_pool``'s switches)."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{op}: {name} must be an integer array, got {type(value).__name__}")
+    try:
+        array = jnp.asarray(value)
+    except TypeError as error:
+        raise TypeError(f"{op}: {name} must be an integer array, got {type(value).__name__}") from error
+    if not jnp.issubdtype(array.dtype, jnp.integer):
+        raise TypeError(f"{op}: {name} must have an integer dtype, got {name}.dtype={array.dtype}")
+    return array
+
+
 def same_dtype(op: str, **arrays: jax.Array | None) -> None:
     """All given arrays share one dtype (convgrad never promotes silently)."""
     given = {name: a.dtype for name, a in arrays.items() if a is not None}

@@ -51,6 +51,18 @@ def weight_grad_padding(in_size: int, kernel: int, stride: int, padding: Pair, d
     return padding[0], hi
 
 
+def tap_grad_padding(in_size: int, offset: int, stride: int, padding: Pair, out_size: int) -> Pair:
+    """``lo = t - p_lo``, ``hi = in + p_lo - t - dilated_size(out, s)``.
+
+    The transpose of reading tap ``t`` of every window (the strided slice
+    ``x_pad[t :: s]`` of ``out`` samples): the ``lax.pad`` (interior ``s - 1``)
+    that puts ``out`` cotangent samples back at input positions
+    ``i s + t - p_lo``, ``in`` samples long. Negative values crop (padding).
+    """
+    lo = offset - padding[0]
+    return lo, in_size - lo - dilated_size(out_size, stride)
+
+
 def conv_transpose_output_size(
     in_size: int, kernel: int, stride: int, padding: int, dilation: int, output_padding: int
 ) -> int:

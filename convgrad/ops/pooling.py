@@ -1,0 +1,479 @@
+"""Max pooling (with switches), max unpooling and average pooling, each with a hand-derived VJP.
+
+Read top to bottom: ``max_pool`` (public function, forward, backward, ``defvjp``)
+and the pieces its forward and backward use; ``max_unpool``, whose forward is
+the max-pool backward and whose backward is a gather; ``avg_pool``; and the
+argument checks. Shape arithmetic lives in :mod:`convgrad.ops.geometry`
+(a pooling window is a convolution kernel of dilation 1, so the output size is
+``conv_output_size(in, k, s, (lo, hi), 1)``).
+
+Each pooling forward reads the ``K = prod(window)`` taps of every window as
+``K`` strided slices of the padded input (:func:`window_taps`), one per tap
+offset ``t`` in raster order, so everything is vectorized over batch, channels
+and output positions; Python loops run only over the ``K`` taps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from convgrad.ops import arguments
+from convgrad.ops.geometry import Pair, conv_output_size, dilated_size, tap_grad_padding
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolGeometry:
+    """Everything static about one pooling: per-spatial-dim window, stride, ``(lo, hi)`` padding and input size."""
+
+    window: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[Pair, ...]
+    in_spatial: tuple[int, ...]
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        """``(in + lo + hi - k) // s + 1`` per spatial dim."""
+        return tuple(
+            conv_output_size(i, k, s, p, 1)
+            for i, k, s, p in zip(self.in_spatial, self.window, self.stride, self.padding)
+        )
+
+    @property
+    def tap_offsets(self) -> tuple[tuple[int, ...], ...]:
+        """The ``K = prod(window)`` tap offsets ``t`` of a window, in raster order (the tap index is their position)."""
+        return tuple(itertools.product(*map(range, self.window)))
+
+    @property
+    def non_overlapping(self) -> bool:
+        """``s = k`` and no padding: every input element lies in at most one window."""
+        return self.stride == self.window and all(p == (0, 0) for p in self.padding)
+
+
+# ---------------------------------------------------------------------------- max_pool
+
+
+def max_pool(
+    x: ArrayLike,
+    window: int | tuple[int, ...],
+    stride: int | tuple[int, ...] | None = None,
+    padding: int | tuple[int, ...] | tuple[Pair, ...] = 0,
+) -> tuple[jax.Array, jax.Array]:
+    r"""Max pooling over 1 to 3 spatial dims; returns the maxima ``y`` and their ``switches``.
+
+    ``x_pad`` is ``x`` with ``(lo, hi)`` entries of ``-inf`` on each spatial
+    side, so padding never wins. In 2-D, with window ``(k_h, k_w)``, stride
+    ``(s_h, s_w)`` and low padding ``(p_h, p_w)``::
+
+        y[n, c, i, j] = max_{kh < k_h, kw < k_w} x_pad[n, c, i s_h + kh, j s_w + kw]
+
+        switches[n, c, i, j] = h* W + w*,   (h*, w*) = (i s_h + kh* - p_h, j s_w + kw* - p_w)
+
+    where ``(kh*, kw*)`` is the FIRST tap in raster order (``kh`` major) that
+    holds the maximum. A NaN counts as larger than every number: a window
+    holding a NaN gives ``y = NaN`` and the switch of its first NaN. Switches
+    index the UNPADDED ``(H, W)`` plane of each ``(n, c)`` (``(d H + h) W + w``
+    in 3-D, ``h`` in 1-D), as PyTorch's ``max_pool2d(..., return_indices=True)``
+    does; they are the same values where a window holds at most one NaN
+    (PyTorch's kernels keep the LAST NaN of a window holding several).
+
+    For a cotangent ``g`` shaped like ``y``, the gradient routes each
+    ``g[n, c, i, j]`` to the input element its window picked, and ADDS where
+    overlapping windows (``s < k``) picked the same element::
+
+        dx[n, c, h, w] = sum_{i, j : switches[n, c, i, j] = h W + w} g[n, c, i, j]
+
+    i.e. ``dx = max_unpool(g, switches, (H, W))``, a scatter-add. When no two
+    windows overlap (``s = k``, no padding) the backward places ``g`` by a
+    reshape instead (:func:`max_pool_input_grad_tiled`). ``switches`` is an
+    integer output: it has no gradient (its cotangent is ``float0``, ignored).
+
+    Args:
+      x: input, ``(N, C, *in)`` with 1 to 3 spatial dims. Floating dtype.
+      window: ``k``, an int or one per spatial dim.
+      stride: ``s``, an int or one per spatial dim; default ``window``.
+      padding: an int, one int per spatial dim, or one ``(lo, hi)`` pair per
+        spatial dim, each ``< k`` so that every window holds an input element.
+
+    Returns:
+      ``(y, switches)``: ``y`` ``(N, C, *out)`` in ``x``'s dtype and int32
+      ``switches`` of the same shape, with ``out = (in + lo + hi - k) // s + 1``.
+    """
+    x, geometry = pool_arguments("max_pool", x, window, stride, padding)
+    return _max_pool(geometry, x)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _max_pool(geometry: PoolGeometry, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return max_pool_forward(x, geometry)
+
+
+def _max_pool_fwd(geometry, x):
+    """Save only the int32 switches: the gradient needs where each maximum came from, not the input's values."""
+    y, switches = max_pool_forward(x, geometry)
+    return (y, switches), switches
+
+
+def _max_pool_bwd(geometry, switches, cotangents):
+    """``dx = max_unpool(g, switches, in)``, or its scatter-free form when no two windows overlap."""
+    g, _ = cotangents  # the switches' cotangent is float0: an integer output carries no gradient
+    if geometry.non_overlapping:
+        return (max_pool_input_grad_tiled(g, switches, geometry),)
+    return (_max_unpool(geometry.in_spatial, g, switches),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array]:
+    """``(y, switches)``: stack the ``K`` taps of the ``-inf``-padded input, take the max and its first tap."""
+    x_pad = lax.pad(x, jnp.array(-jnp.inf, x.dtype), _spatial_padding(geometry.padding))
+    taps = jnp.stack(window_taps(x_pad, geometry), axis=2)  # (N, C, K, *out)
+    y, tap = first_max_tap(taps, real_taps(geometry))
+    return y, tap_switches(tap, geometry)
+
+
+def window_taps(x_pad: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
+    """``K`` strided slices ``x_pad[n, c, *(i s + t)]``, one per tap ``t`` in raster order, each ``(N, C, *out)``."""
+    out, stride = geometry.out_spatial, geometry.stride
+    taps = []
+    for t in geometry.tap_offsets:
+        limit = tuple(o + dilated_size(n, s) for o, n, s in zip(t, out, stride))
+        taps.append(lax.slice(x_pad, (0, 0, *t), (*x_pad.shape[:2], *limit), (1, 1, *stride)))
+    return taps
+
+
+def first_max_tap(taps: jax.Array, real: np.ndarray | None) -> tuple[jax.Array, jax.Array]:
+    """``(y, t)`` over axis 2 of ``taps`` ``(N, C, K, *out)``: the max, and the FIRST tap in raster order holding it.
+
+    Written out rather than left to ``jnp.argmax`` (which in JAX 0.10 also
+    returns the first NaN, by a convention of lax's argmax reducer that no
+    public contract promises): ``jnp.max`` propagates NaN, so a tap is a hit where it equals ``y`` or is NaN (a NaN
+    tap can only exist when ``y`` is NaN); hits are restricted to ``real``
+    (unpadded) taps, so a window of ``-inf`` inputs picks an input element, not
+    padding; ``t`` is the smallest hit index. Every window has a real hit.
+    """
+    n_taps = taps.shape[2]
+    y = jnp.max(taps, axis=2)
+    hit = (taps == y[:, :, None]) | jnp.isnan(taps)
+    if real is not None:
+        hit = hit & real
+    index = jnp.arange(n_taps, dtype=jnp.int32).reshape(n_taps, *(1,) * (taps.ndim - 3))
+    return y, jnp.min(jnp.where(hit, index, n_taps), axis=2)
+
+
+def real_taps(geometry: PoolGeometry) -> np.ndarray | None:
+    """Static ``(K, *out)`` mask: tap ``t`` of window ``i`` reads an input element (``0 <= i s + t - lo < in``).
+
+    ``None`` without padding, where every tap is real.
+    """
+    if all(p == (0, 0) for p in geometry.padding):
+        return None
+    grid = np.indices(geometry.out_spatial)
+    real = np.ones((len(geometry.tap_offsets), *geometry.out_spatial), bool)
+    for index, t in enumerate(geometry.tap_offsets):
+        for d, (i, s, (lo, _), n) in enumerate(zip(grid, geometry.stride, geometry.padding, geometry.in_spatial)):
+            position = i * s + t[d] - lo
+            real[index] &= (position >= 0) & (position < n)
+    return real
+
+
+def tap_switches(tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``switches = sum_d (i_d s_d + t_d - lo_d) row_d``: the flat unpadded index of tap ``tap`` of window ``i``.
+
+    ``t = unravel(tap, window)``, ``row_d = prod(in[d+1:])`` are the row-major
+    strides of the input plane, and the window-position part
+    ``base[i] = sum_d (i_d s_d - lo_d) row_d`` is a static table.
+    """
+    row, tap_row = _row_major_strides(geometry.in_spatial), _row_major_strides(geometry.window)
+    grid = np.indices(geometry.out_spatial)
+    base = sum((i * s - lo) * r for i, s, (lo, _), r in zip(grid, geometry.stride, geometry.padding, row))
+    offset = sum((tap // tr) % k * r for tr, k, r in zip(tap_row, geometry.window, row))
+    return (offset + jnp.asarray(base, jnp.int32)).astype(jnp.int32)
+
+
+def max_pool_input_grad_tiled(g: jax.Array, switches: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``dx`` for non-overlapping windows (``s = k``, no padding) by placement and reshape instead of a scatter.
+
+    Each input element lies in at most one window, so the sum in ``dx`` has
+    at most one term and no two switches coincide. With ``h_d = i_d k_d + t_d``
+    the switch's coordinate along dim ``d``, the tap is ``t_d = h_d mod k_d``;
+    put ``g`` at that tap of a ``(N, C, *out, *window)`` block of zeros::
+
+        blocks[n, c, i, j, a, b] = g[n, c, i, j] if (a, b) == (t_h, t_w) else 0
+
+    interleave ``(i, a) -> h = i k_h + a`` (a transpose and a reshape, the
+    inverse of reading the windows as a reshape of ``x``), and zero-pad the
+    ``in - out k`` trailing rows that no window reached.
+    """
+    batch, channels = g.shape[:2]
+    n = len(geometry.window)
+    row, tap_row = _row_major_strides(geometry.in_spatial), _row_major_strides(geometry.window)
+    tap = sum(
+        (switches // r) % size % k * tr for r, size, k, tr in zip(row, geometry.in_spatial, geometry.window, tap_row)
+    )
+    n_taps = math.prod(geometry.window)
+    picked = tap[..., None] == jnp.arange(n_taps, dtype=tap.dtype)
+    blocks = jnp.where(picked, g[..., None], jnp.zeros((), g.dtype))
+    blocks = blocks.reshape(batch, channels, *geometry.out_spatial, *geometry.window)
+    interleaved = (0, 1, *itertools.chain.from_iterable((2 + d, 2 + n + d) for d in range(n)))
+    covered = tuple(o * k for o, k in zip(geometry.out_spatial, geometry.window))
+    dx = blocks.transpose(interleaved).reshape(batch, channels, *covered)
+    rest = [(0, i - c, 0) for i, c in zip(geometry.in_spatial, covered)]
+    return lax.pad(dx, jnp.zeros((), g.dtype), [(0, 0, 0), (0, 0, 0), *rest])
+
+
+# ---------------------------------------------------------------------------- max_unpool
+
+
+def max_unpool(y: ArrayLike, switches: ArrayLike, output_size: Sequence[int]) -> jax.Array:
+    r"""Scatter each value of ``y`` to its switch in a zero map of spatial size ``output_size``; coinciding ones ADD.
+
+    With ``P = prod(output_size)`` and ``x`` viewed as ``(N, C, P)`` (flat,
+    row-major planes, as ``max_pool``'s switches index them)::
+
+        x[n, c, p] = sum_{i : switches[n, c, i] = p} y[n, c, i]
+
+    ``max_unpool`` is linear in ``y``: it is exactly the adjoint of the gather
+    ``x -> x.reshape(N, C, P)[n, c, switches[n, c, i]]``, hence the max-pool
+    VJP (``dx = max_unpool(g, switches, in)``). Without coinciding switches it
+    equals PyTorch's ``MaxUnpool``. Its own VJP is that gather::
+
+        dy[n, c, i] = g[n, c, switches[n, c, i]]
+
+    and ``switches``, an integer argument, gets a ``float0`` (zero) cotangent.
+
+    Switch values cannot be checked under ``jit``: a switch outside
+    ``[0, P)`` (negative ones included, never wrapped) is dropped: its value
+    lands nowhere and its gradient is zero. It never spills into another plane.
+
+    Args:
+      y: values, ``(N, C, *spatial)`` with 1 to 3 spatial dims. Floating dtype.
+      switches: integer array of ``y``'s shape: flat indices into each
+        ``(n, c)`` plane of the result.
+      output_size: the result's spatial size, one positive int per spatial dim
+        of ``y`` (e.g. ``x.shape[2:]`` of the pooled ``x``).
+
+    Returns:
+      ``x``, ``(N, C, *output_size)`` in ``y``'s dtype.
+    """
+    y, switches, output_size = unpool_arguments("max_unpool", y, switches, output_size)
+    return _max_unpool(output_size, y, switches)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _max_unpool(output_size: tuple[int, ...], y: jax.Array, switches: jax.Array) -> jax.Array:
+    return scatter_to_switches(y, switches, output_size)
+
+
+def _max_unpool_fwd(output_size, y, switches):
+    """Save only the switches: the map is linear in ``y``, so its transpose does not need ``y``."""
+    return scatter_to_switches(y, switches, output_size), switches
+
+
+def _max_unpool_bwd(output_size, switches, g):
+    """``(dy, dswitches)``: the gather of the docstring, and ``float0`` zeros for the integer switches."""
+    return gather_at_switches(g, switches), np.zeros(switches.shape, jax.dtypes.float0)
+
+
+_max_unpool.defvjp(_max_unpool_fwd, _max_unpool_bwd)
+
+
+def scatter_to_switches(values: jax.Array, switches: jax.Array, output_size: tuple[int, ...]) -> jax.Array:
+    """``x[n, c, p] = sum_{i : switches[n, c, i] = p} values[n, c, i]``: a scatter-ADD into zero planes of ``P``."""
+    batch, channels = values.shape[:2]
+    plane = math.prod(output_size)
+    rows = jnp.arange(batch * channels)[:, None]
+    columns = _plane_columns(switches, plane).reshape(batch * channels, -1)
+    zeros = jnp.zeros((batch * channels, plane), values.dtype)
+    x = zeros.at[rows, columns].add(values.reshape(batch * channels, -1), mode="drop")
+    return x.reshape(batch, channels, *output_size)
+
+
+def gather_at_switches(x: jax.Array, switches: jax.Array) -> jax.Array:
+    """``dy[n, c, i] = x[n, c, switches[n, c, i]]`` over flat planes (0 for a switch outside the plane)."""
+    batch, channels = x.shape[:2]
+    plane = math.prod(x.shape[2:])
+    rows = jnp.arange(batch * channels)[:, None]
+    columns = _plane_columns(switches, plane).reshape(batch * channels, -1)
+    picked = jnp.asarray(x).reshape(batch * channels, plane).at[rows, columns].get(mode="fill", fill_value=0)
+    return picked.reshape(switches.shape)
+
+
+def _plane_columns(switches: jax.Array, plane: int) -> jax.Array:
+    """``switches`` where in ``[0, plane)``, else ``plane`` (out of bounds, so dropped/filled rather than wrapped)."""
+    return jnp.where((switches >= 0) & (switches < plane), switches, plane)
+
+
+# ---------------------------------------------------------------------------- avg_pool
+
+
+def avg_pool(
+    x: ArrayLike,
+    window: int | tuple[int, ...],
+    stride: int | tuple[int, ...] | None = None,
+    padding: int | tuple[int, ...] | tuple[Pair, ...] = 0,
+) -> jax.Array:
+    r"""Average pooling over 1 to 3 spatial dims; zero padding COUNTS in the mean (PyTorch's ``count_include_pad``).
+
+    With ``x_pad`` zero-padded by ``(lo, hi)`` and ``K = k_h k_w`` (in 2-D)::
+
+        y[n, c, i, j] = (1 / K) sum_{kh < k_h, kw < k_w} x_pad[n, c, i s_h + kh, j s_w + kw]
+
+    Every window divides by ``K``, also where it overlaps the padding.
+    ``y`` is linear in ``x``; for a cotangent ``g`` shaped like ``y`` each
+    ``g / K`` goes back to every tap of its window, adding where windows
+    overlap::
+
+        dx[n, c, h, w] = (1 / K) sum_{i, j, kh, kw : i s_h + kh - p_h = h, j s_w + kw - p_w = w} g[n, c, i, j]
+
+    This is the transposed convolution of ``g`` with a depthwise kernel of
+    ones ``/ K``. Written per tap ``(kh, kw)``: the forward reads the strided
+    slice ``x_pad[kh :: s_h, kw :: s_w]``, whose transpose inserts ``s - 1``
+    zeros between the samples of ``g`` and shifts them to start at
+    ``kh - p_h`` (a ``lax.pad``, see :func:`~convgrad.ops.geometry.tap_grad_padding`);
+    ``dx`` is the sum of the ``K`` shifted copies, over ``K``. Sums of 16-bit
+    inputs accumulate in float32.
+
+    Args:
+      x: input, ``(N, C, *in)`` with 1 to 3 spatial dims. Floating dtype.
+      window, stride, padding: as for :func:`max_pool`.
+
+    Returns:
+      ``y``, ``(N, C, *out)`` in ``x``'s dtype, ``out = (in + lo + hi - k) // s + 1``.
+    """
+    x, geometry = pool_arguments("avg_pool", x, window, stride, padding)
+    return _avg_pool(geometry, x)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _avg_pool(geometry: PoolGeometry, x: jax.Array) -> jax.Array:
+    return avg_pool_forward(x, geometry)
+
+
+def _avg_pool_fwd(geometry, x):
+    """Save nothing: the map is linear in ``x`` and its transpose needs only the geometry."""
+    return avg_pool_forward(x, geometry), None
+
+
+def _avg_pool_bwd(geometry, _, g):
+    """``dx``: the formula of the docstring."""
+    return (avg_pool_input_grad(g, geometry),)
+
+
+_avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
+
+
+def avg_pool_forward(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``y = (1 / K) sum_t x_pad[.., i s + t]``: the ``K`` tap slices of the zero-padded input, summed, over ``K``."""
+    wide = x.astype(_accumulation_dtype(x.dtype))
+    x_pad = lax.pad(wide, jnp.zeros((), wide.dtype), _spatial_padding(geometry.padding))
+    total = sum(window_taps(x_pad, geometry))
+    return (total / window_divisor(geometry)).astype(x.dtype)
+
+
+def window_divisor(geometry: PoolGeometry) -> int:
+    """``K = prod(window)``: every window's divisor, padded taps included."""
+    return math.prod(geometry.window)
+
+
+def avg_pool_input_grad(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``dx = (1 / K) sum_t spread(g, t)``: each ``g / K`` back to every tap of its window."""
+    wide = g.astype(_accumulation_dtype(g.dtype)) / window_divisor(geometry)
+    return spread_to_taps(wide, geometry).astype(g.dtype)
+
+
+def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``sum_t`` of ``g`` zero-inserted (``s - 1`` zeros) and shifted to input position ``i s + t - lo``.
+
+    The transpose of :func:`window_taps` followed by padding: each strided
+    slice transposes to a ``lax.pad`` with interior ``s - 1`` and edges
+    :func:`~convgrad.ops.geometry.tap_grad_padding` (negative edges crop the
+    padding away), ``in`` samples long.
+    """
+    zero = jnp.zeros((), g.dtype)
+    total = 0
+    for t in geometry.tap_offsets:
+        edges = [
+            (*tap_grad_padding(n, o, s, p, m), s - 1)
+            for n, o, s, p, m in zip(geometry.in_spatial, t, geometry.stride, geometry.padding, geometry.out_spatial)
+        ]
+        total = total + lax.pad(g, zero, [(0, 0, 0), (0, 0, 0), *edges])
+    return total
+
+
+# ---------------------------------------------------------------------------- shared pieces and arguments
+
+
+def _spatial_padding(padding: tuple[Pair, ...]) -> list[tuple[int, int, int]]:
+    """``lax.pad`` configuration: nothing on batch and channels, ``(lo, hi)`` on each spatial dim."""
+    return [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in padding)]
+
+
+def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``prod(shape[d+1:])`` per dim: the flat-index stride of each coordinate."""
+    return tuple(math.prod(shape[d + 1 :]) for d in range(len(shape)))
+
+
+def _accumulation_dtype(dtype) -> jnp.dtype:
+    """float32 for the 16-bit types, else the dtype itself."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def pool_arguments(op, x, window, stride, padding) -> tuple[jax.Array, PoolGeometry]:
+    """The checked input and the :class:`PoolGeometry` of ``max_pool`` / ``avg_pool``."""
+    x = arguments.as_float_array(op, "x", x)
+    arguments.ndim_between(op, "x", x, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
+    n = x.ndim - 2
+    window_tuple = arguments.as_tuple(op, "window", window, n)
+    stride_tuple = window_tuple if stride is None else arguments.as_tuple(op, "stride", stride, n)
+    pairs = arguments.as_padding(op, padding, n, allow_strings=False)
+    in_spatial = tuple(x.shape[2:])
+    for axis, (k, (lo, hi)) in enumerate(zip(window_tuple, pairs)):
+        if lo >= k or hi >= k:
+            raise ValueError(
+                f"{op}: padding={padding!r} must be smaller than window={window!r} on both sides of every spatial "
+                f"dim, so that every window holds an input element; spatial dim {axis} has (lo, hi)=({lo}, {hi}) "
+                f"and window {k}"
+            )
+    for axis, (i, k, s, p) in enumerate(zip(in_spatial, window_tuple, stride_tuple, pairs)):
+        if conv_output_size(i, k, s, p, 1) < 1:
+            raise ValueError(
+                f"{op}: output would be empty along spatial dim {axis}: input size {i} + padding {p} is smaller "
+                f"than the window {k} (x.shape={tuple(x.shape)})"
+            )
+    return x, PoolGeometry(window_tuple, stride_tuple, pairs, in_spatial)
+
+
+def unpool_arguments(op, y, switches, output_size) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
+    """The checked values, switches and output size of ``max_unpool``."""
+    y = arguments.as_float_array(op, "y", y)
+    arguments.ndim_between(op, "y", y, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
+    switches = arguments.as_index_array(op, "switches", switches)
+    if switches.shape != y.shape:
+        raise ValueError(
+            f"{op}: switches must have the shape of y, got switches.shape={tuple(switches.shape)} "
+            f"and y.shape={tuple(y.shape)}"
+        )
+    n = y.ndim - 2
+    expected = (
+        f"{op}: output_size must be {n} positive ints (one per spatial dim of y), got output_size={output_size!r}"
+    )
+    if not isinstance(output_size, Sequence) or isinstance(output_size, str):
+        raise TypeError(expected)
+    if len(output_size) != n:
+        raise ValueError(expected)
+    try:
+        sizes = tuple(arguments.as_int(op, "output_size", size, 1) for size in output_size)
+    except (TypeError, ValueError) as error:
+        raise type(error)(expected) from None
+    return y, switches, sizes

@@ -1,0 +1,451 @@
+"""Facts about max_pool, max_unpool and avg_pool beyond the registry's four-way checks.
+
+Hand-computed examples (ties, NaN, -inf padding, coinciding switches), the
+switches against the loop reference, the adjoint identity of max_unpool, both
+max-pool backward paths, integer outputs and inputs under autodiff, bad inputs,
+and mutation tests: each injects one real bug and asserts the checks catch it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convgrad
+from convgrad import reference, testing
+from convgrad.ops import pooling
+from convgrad.registry import OPS
+from convgrad.verify import verify_case
+from tests.conftest import HypothesisDraw
+
+NAN, INF = float("nan"), float("inf")
+
+
+def _plane(rows) -> jax.Array:
+    """A (1, 1, *shape) input from nested lists."""
+    return jnp.asarray(rows, jnp.float64)[None, None]
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _max_pool_vjp(x, g, window, stride=None, padding=0):
+    """``(y, switches, dx)`` for cotangent ``g``, as one compiled program (much faster than op by op)."""
+    (y, switches), vjp = jax.vjp(lambda x: convgrad.max_pool(x, window, stride, padding), x)
+    return y, switches, vjp((g, np.zeros(switches.shape, jax.dtypes.float0)))[0]
+
+
+def _ones_out(x, window, stride=None, padding=0):
+    """A cotangent of ones shaped like max_pool's output."""
+    y = jax.eval_shape(lambda x: convgrad.max_pool(x, window, stride, padding)[0], x)
+    return jnp.ones(y.shape, y.dtype)
+
+
+# ---------------------------------------------------------------------------- hand-computed examples
+
+
+def test_max_pool_2x2_by_hand():
+    x = _plane([[1, 2, 5, 3], [4, 0, 1, 1], [7, 8, 2, 9], [6, 3, 4, 2]])
+    y, switches, dx = _max_pool_vjp(x, _plane([[1.0, 2.0], [3.0, 4.0]]), 2)
+    # windows {1, 2, 4, 0}, {5, 3, 1, 1}, {7, 8, 6, 3}, {2, 9, 4, 2}: maxima 4, 5, 8, 9 at
+    # (h, w) = (1, 0), (0, 2), (2, 1), (2, 3), i.e. flat h * 4 + w = 4, 2, 9, 11
+    np.testing.assert_array_equal(y[0, 0], [[4, 5], [8, 9]])
+    np.testing.assert_array_equal(switches[0, 0], [[4, 2], [9, 11]])
+    assert switches.dtype == jnp.int32
+    # each cotangent goes to its window's maximum, everything else gets 0
+    np.testing.assert_array_equal(dx[0, 0], [[0, 0, 2, 0], [1, 0, 0, 0], [0, 3, 0, 4], [0, 0, 0, 0]])
+
+
+def _check_first_max_wins_ties():
+    x = _plane([[3, 3, 0, 0], [3, 1, 2, 2], [5, 5, -1, 4], [5, 5, 4, -1]])
+    y, switches, dx = _max_pool_vjp(x, _ones_out(x, 2), 2)
+    # top-left {3, 3 / 3, 1}: the first 3 is (0, 0) -> 0; top-right {0, 0 / 2, 2}: the first 2 is (1, 2) -> 6
+    # bottom-left all 5: (2, 0) -> 8; bottom-right {-1, 4 / 4, -1}: the first 4 is (2, 3) -> 11, not (3, 2) -> 14
+    np.testing.assert_array_equal(y[0, 0], [[3, 2], [5, 4]])
+    np.testing.assert_array_equal(switches[0, 0], [[0, 6], [8, 11]])
+    # and the gradient goes to that first maximum only
+    np.testing.assert_array_equal(dx[0, 0], [[1, 0, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1], [0, 0, 0, 0]])
+
+
+def test_ties_first_maximum_in_raster_order_wins():
+    _check_first_max_wins_ties()
+
+
+def test_nan_propagates_and_its_switch_is_the_first_nan():
+    x = _plane([[1, NAN, 5, 0], [NAN, 3, 0, 7]])
+    y, switches, dx = _max_pool_vjp(x, _ones_out(x, 2), 2)
+    # left window {1, NaN / NaN, 3}: y is NaN, the first NaN in raster order is (0, 1) -> 1
+    # (PyTorch's kernels keep the last one, (1, 0) -> 4); right window {5, 0 / 0, 7}: 7 at (1, 3) -> 7
+    assert np.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 1] == 7
+    np.testing.assert_array_equal(switches[0, 0], [[1, 7]])
+    np.testing.assert_array_equal(dx[0, 0], [[0, 1, 0, 0], [0, 0, 0, 1]])
+
+
+def test_padding_is_minus_infinity():
+    """Windows of padding and negative inputs pick an input (zero padding would give 0)."""
+    x = _plane([[-5, -2], [-3, -4]])
+    # window 2, stride 2, padding 1: four windows, each holding one input element (a corner)
+    y, switches, _ = _max_pool_vjp(x, _ones_out(x, 2, 2, 1), 2, 2, 1)
+    np.testing.assert_array_equal(y[0, 0], [[-5, -2], [-3, -4]])
+    np.testing.assert_array_equal(switches[0, 0], [[0, 1], [2, 3]])
+
+
+def test_minus_infinity_inputs_never_pick_padding():
+    """All inputs -inf: each window picks its first INPUT element, (max(i - 1, 0), max(j - 1, 0)) here."""
+    x = jnp.full((1, 1, 2, 2), -INF)
+    y, switches, dx = _max_pool_vjp(x, _ones_out(x, 2, 1, 1), 2, 1, 1)  # 3x3 windows over the 4x4 padded plane
+    assert np.all(y == -INF)
+    np.testing.assert_array_equal(switches[0, 0], [[0, 0, 1], [0, 0, 1], [2, 2, 3]])
+    # the gradient lands on inputs: x[0, 0] is picked 4 times, x[0, 1] and x[1, 0] twice, x[1, 1] once
+    np.testing.assert_array_equal(dx[0, 0], [[4, 2], [2, 1]])
+
+
+def _check_coinciding_switches_add():
+    x = jnp.array([[[1.0, 5.0, 2.0, 0.0, 3.0]]])
+    y, switches, dx = _max_pool_vjp(x, jnp.array([[[1.0, 10.0, 100.0]]]), 3, 1)
+    # windows [1, 5, 2], [5, 2, 0], [2, 0, 3]: the first two both pick the 5 at index 1
+    np.testing.assert_array_equal(y[0, 0], [5, 5, 3])
+    np.testing.assert_array_equal(switches[0, 0], [1, 1, 4])
+    np.testing.assert_array_equal(dx[0, 0], [0, 11, 0, 0, 100])  # 1 + 10 at the shared 5, not one of them
+    # max_unpool adds there too (PyTorch's MaxUnpool would write one of the two 5s)
+    np.testing.assert_array_equal(convgrad.max_unpool(y, switches, (5,))[0, 0], [0, 10, 0, 0, 3])
+
+
+def test_overlapping_windows_add_where_switches_coincide():
+    _check_coinciding_switches_add()
+
+
+def test_avg_pool_counts_padding_in_the_mean():
+    x = jnp.ones((1, 1, 2, 2))
+    # window 2, stride 2, padding 1: each window holds one input (a corner) and three padded zeros: 1 / 4
+    y, vjp = jax.vjp(lambda x: convgrad.avg_pool(x, 2, 2, 1), x)
+    np.testing.assert_array_equal(y[0, 0], [[0.25, 0.25], [0.25, 0.25]])
+    np.testing.assert_array_equal(vjp(jnp.ones_like(y))[0][0, 0], [[0.25, 0.25], [0.25, 0.25]])
+    # overlapping 2x2 windows, stride 1, on arange(9): y[0, 0] = (0 + 1 + 3 + 4) / 4; the centre is in all four
+    x = jnp.arange(9.0).reshape(1, 1, 3, 3)
+    y, vjp = jax.vjp(lambda x: convgrad.avg_pool(x, 2, 1), x)
+    np.testing.assert_array_equal(y[0, 0], [[2, 3], [5, 6]])
+    np.testing.assert_array_equal(vjp(jnp.ones_like(y))[0][0, 0], [[1, 2, 1], [2, 4, 2], [1, 2, 1]] * np.array(0.25))
+
+
+def test_out_of_range_switches_are_dropped():
+    """Documented: a switch outside [0, P), negative included, lands nowhere and gets no gradient."""
+    y = jnp.array([[[1.0, 2.0, 4.0, 8.0]]])
+    switches = jnp.array([[[-1, 3, 4, 0]]])  # P = 4: -1 and 4 are outside
+    x, vjp = jax.vjp(lambda y: convgrad.max_unpool(y, switches, (4,)), y)
+    np.testing.assert_array_equal(x[0, 0], [8, 0, 0, 2])
+    np.testing.assert_array_equal(vjp(jnp.array([[[1.0, 10.0, 100.0, 1000.0]]]))[0][0, 0], [0, 1000, 0, 1])
+
+
+# ---------------------------------------------------------------------------- properties
+
+
+@given(data=st.data())
+def test_switches_match_the_loop_reference_with_ties_nan_and_infinities(data):
+    """Random configurations; inputs from {-inf, 0, 1, 2, NaN} so windows are full of ties."""
+    case = OPS["max_pool"].sample(HypothesisDraw(data))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    x = rng.choice(np.array([-INF, 0.0, 1.0, 2.0, NAN]), size=case.shapes[0], p=[0.1, 0.3, 0.3, 0.25, 0.05])
+    y, switches = jax.jit(lambda x: convgrad.max_pool(x, **case.options))(x)
+    expected_y, expected_switches = reference.max_pool(x, **case.options)
+    np.testing.assert_array_equal(y, expected_y)  # NaNs in the same places
+    np.testing.assert_array_equal(switches, expected_switches)
+
+
+@given(data=st.data())
+def test_max_unpool_is_the_adjoint_of_the_gather(data):
+    """<max_unpool(y, s), x> == <y, gather(x, s)> with gather(x, s)[n, c, i] = x.reshape(N, C, P)[n, c, s[n, c, i]]."""
+    case = OPS["max_unpool"].sample(HypothesisDraw(data))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
+    _, switches = OPS["max_unpool"].arguments(rng, case, np.float64)
+    output_size = case.options["output_size"]
+    batch, channels = switches.shape[:2]
+
+    @jax.jit
+    def gather(x):
+        flat = jnp.take_along_axis(x.reshape(batch, channels, -1), switches.reshape(batch, channels, -1), axis=-1)
+        return flat.reshape(switches.shape)
+
+    testing.check_adjoint(
+        gather,
+        jax.jit(lambda y: convgrad.max_unpool(y, switches, output_size)),
+        (batch, channels, *output_size),
+        switches.shape,
+        dtype=jnp.float64,
+    )
+
+
+# ---------------------------------------------------------------------------- the two max-pool backward paths
+
+
+def _geometry(shape, window, stride=None, padding=0) -> pooling.PoolGeometry:
+    return pooling.pool_arguments("max_pool", np.zeros(shape), window, stride, padding)[1]
+
+
+NON_OVERLAPPING = [((2, 3, 9), 2), ((2, 3, 6, 7), (2, 3)), ((1, 2, 5, 4, 7), 2)]
+
+
+@pytest.mark.parametrize(("shape", "window"), NON_OVERLAPPING, ids=["1d", "2d", "3d"])
+def test_reshape_backward_equals_the_scatter(shape, window):
+    """Non-overlapping windows (s = k, no padding) take the placement-and-reshape dx; it equals the scatter."""
+    geometry = _geometry(shape, window)
+    assert geometry.non_overlapping
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(shape))
+    y = jax.eval_shape(lambda x: convgrad.max_pool(x, window)[0], x)
+    g = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape))
+
+    @jax.jit
+    def both(x, g):
+        _, switches, dx = _max_pool_vjp(x, g, window)
+        return dx, pooling.max_pool_input_grad_tiled(g, switches, geometry), convgrad.max_unpool(g, switches, shape[2:])
+
+    dx, tiled, scattered = both(x, g)
+    np.testing.assert_array_equal(tiled, scattered)
+    np.testing.assert_array_equal(dx, tiled)
+
+
+def test_registry_cases_cover_both_backward_paths():
+    paths = {_geometry(case.shapes[0], **case.options).non_overlapping for case in OPS["max_pool"].cases}
+    assert paths == {True, False}
+
+
+# ---------------------------------------------------------------------------- integer outputs and inputs under autodiff
+
+
+def test_switches_output_takes_no_gradient():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 6, 6)))
+    # a loss of y only: one unit of gradient per window
+    dx = jax.jit(jax.grad(lambda x: convgrad.max_pool(x, 3, 2, 1)[0].sum()))(x)
+    assert dx.shape == x.shape and float(dx.sum()) == 2 * 3 * 3 * 3
+    # a loss that ignores y (uses only the integer switches): no gradient flows through max_pool
+    dx = jax.jit(jax.grad(lambda x: jnp.sum(x**2) + convgrad.max_pool(x, 3, 2, 1)[1].sum().astype(x.dtype)))(x)
+    np.testing.assert_array_equal(dx, 2 * x)
+    # jax.vjp's function takes a float0 cotangent for the switches (_max_pool_vjp passes one)
+    g = jnp.ones((2, 3, 3, 3))
+    _, switches, dx = _max_pool_vjp(x, g, 3, 2, 1)
+    np.testing.assert_array_equal(dx, jax.jit(convgrad.max_unpool, static_argnums=2)(g, switches, (6, 6)))
+
+
+def test_max_unpool_differentiates_in_y_with_integer_switches():
+    y = jnp.asarray(np.random.default_rng(0).standard_normal((1, 2, 2, 2)))
+    switches = jnp.array([[[[0, 3], [3, 8]], [[1, 1], [7, 2]]]], jnp.int32)
+    weights = jnp.arange(2 * 9.0).reshape(1, 2, 3, 3)
+
+    @jax.jit
+    def grads(y, switches):
+        dy = jax.grad(lambda y, s: jnp.vdot(convgrad.max_unpool(y, s, (3, 3)), weights))(y, switches)
+        _, vjp = jax.vjp(lambda y, s: convgrad.max_unpool(y, s, (3, 3)), y, switches)
+        return dy, vjp(weights)[1]
+
+    dy, dswitches = grads(y, switches)
+    # d/dy[n, c, i] = weights[n, c, switches[n, c, i]]
+    np.testing.assert_array_equal(dy, [[[[0, 3], [3, 8]], [[10, 10], [16, 11]]]])
+    assert dswitches.dtype == jax.dtypes.float0 and dswitches.shape == switches.shape
+
+
+def test_switches_under_jit_and_vmap():
+    """The registry checks the float output under jit and vmap; this checks the integer switches."""
+    xs = np.random.default_rng(0).standard_normal((3, 2, 2, 5, 5))
+    batched = jax.jit(jax.vmap(lambda x: convgrad.max_pool(x, 3, 2, 1)))(xs)[1]
+    for i in range(3):
+        np.testing.assert_array_equal(batched[i], reference.max_pool(xs[i], 3, 2, 1)[1])
+
+
+def test_gradients_under_checkpoint():
+    """jax.checkpoint (not covered by the registry) recomputes the forward and gives the same gradients."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 2, 6, 6)))
+    switches = jnp.asarray(np.random.default_rng(1).integers(0, 36, (2, 2, 6, 6)), jnp.int32)
+
+    def loss(x):
+        pooled = convgrad.max_pool(x, 3, 2, 1)[0] + convgrad.max_pool(x, 2)[0][:, :, :3, :3]  # both backward paths
+        return jnp.sum(jnp.sin(pooled)) + jnp.sum(jnp.sin(convgrad.avg_pool(x, (3, 2), 1, ((1, 0), (0, 1)))))
+
+    unpool = lambda x: jnp.sum(jnp.sin(convgrad.max_unpool(x, switches, (6, 6))))
+    for f in (loss, unpool):
+        plain, remat = jax.jit(jax.grad(f))(x), jax.jit(jax.grad(jax.checkpoint(f)))(x)
+        np.testing.assert_array_equal(remat, plain)
+        assert float(jnp.abs(plain).sum()) > 0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+def test_dtypes(dtype):
+    x = jax.ShapeDtypeStruct((1, 2, 4, 4), dtype)
+    y, switches = jax.eval_shape(lambda x: convgrad.max_pool(x, 2), x)
+    assert y.dtype == dtype and switches.dtype == jnp.int32
+    assert jax.eval_shape(lambda x: convgrad.avg_pool(x, 2), x).dtype == dtype
+    assert jax.eval_shape(lambda y, s: convgrad.max_unpool(y, s, (4, 4)), y, switches).dtype == dtype
+    assert jax.eval_shape(jax.grad(lambda x: convgrad.max_pool(x, 2)[0].sum()), x).dtype == dtype
+
+
+# ---------------------------------------------------------------------------- mutation tests
+
+
+def _last_max_tap(taps, real):
+    """Bug: ties go to the LAST maximum in raster order."""
+    n_taps = taps.shape[2]
+    y = jnp.max(taps, axis=2)
+    hit = (taps == y[:, :, None]) | jnp.isnan(taps)
+    if real is not None:
+        hit = hit & real
+    index = jnp.arange(n_taps, dtype=jnp.int32).reshape(n_taps, *(1,) * (taps.ndim - 3))
+    return y, jnp.max(jnp.where(hit, index, -1), axis=2)
+
+
+def _scatter_set(values, switches, output_size):
+    """Bug: coinciding switches overwrite each other instead of adding."""
+    batch, channels = values.shape[:2]
+    rows = jnp.arange(batch * channels)[:, None]
+    columns = switches.reshape(batch * channels, -1)
+    zeros = jnp.zeros((batch * channels, math.prod(output_size)), values.dtype)
+    x = zeros.at[rows, columns].set(values.reshape(batch * channels, -1))
+    return x.reshape(batch, channels, *output_size)
+
+
+def _real_element_count(geometry):
+    """Bug: divide by the number of real (non-padded) elements of each window (count_include_pad=False)."""
+    real = pooling.real_taps(geometry)
+    return len(geometry.tap_offsets) if real is None else real.sum(axis=0)
+
+
+def _input_grad_without_divisor(g, geometry):
+    """Bug: the backward forgets the 1 / K."""
+    return pooling.spread_to_taps(g, geometry)
+
+
+def _tiled_grad_without_interleave(g, switches, geometry):
+    """Bug: the reshape backward lays the window blocks out without interleaving (i, a) -> i k + a."""
+    batch, channels = g.shape[:2]
+    row, tap_row = pooling._row_major_strides(geometry.in_spatial), pooling._row_major_strides(geometry.window)
+    tap = sum(
+        (switches // r) % size % k * tr for r, size, k, tr in zip(row, geometry.in_spatial, geometry.window, tap_row)
+    )
+    picked = tap[..., None] == jnp.arange(math.prod(geometry.window), dtype=tap.dtype)
+    covered = tuple(o * k for o, k in zip(geometry.out_spatial, geometry.window))
+    dx = jnp.where(picked, g[..., None], 0).reshape(batch, channels, *covered)
+    rest = [(0, i - c, 0) for i, c in zip(geometry.in_spatial, covered)]
+    return jax.lax.pad(dx, jnp.zeros((), g.dtype), [(0, 0, 0), (0, 0, 0), *rest])
+
+
+def _fails(op, index):
+    """The registry's checks on one grid case, in float64, without the transforms."""
+    spec = OPS[op]
+    return not verify_case(spec, spec.cases[index], "float64", transforms=False).passed
+
+
+def test_mutation_last_maximum_on_ties_is_caught(mutate):
+    """The registry's max_pool inputs have no ties (by design, for finite differences): the hand example catches it."""
+    mutate(pooling, "first_max_tap", _last_max_tap)
+    with pytest.raises(AssertionError):
+        _check_first_max_wins_ties()
+
+
+def test_mutation_set_instead_of_add_is_caught(mutate):
+    mutate(pooling, "scatter_to_switches", _scatter_set)
+    assert _fails("max_unpool", 0)
+    assert _fails("max_pool", 0)  # overlapping windows, generic backward
+    with pytest.raises(AssertionError):
+        _check_coinciding_switches_add()
+
+
+@pytest.mark.parametrize(
+    ("name", "bug", "case"),
+    [
+        ("window_divisor", _real_element_count, 0),  # case 0 is padded
+        ("window_divisor", lambda geometry: 1, 1),
+        ("avg_pool_input_grad", _input_grad_without_divisor, 1),
+    ],
+    ids=["divide by real elements", "no 1/K", "no 1/K in backward"],
+)
+def test_mutation_wrong_average_divisor_is_caught(mutate, name, bug, case):
+    mutate(pooling, name, bug)
+    assert _fails("avg_pool", case)
+
+
+def test_mutation_in_the_reshape_backward_is_caught(mutate):
+    mutate(pooling, "max_pool_input_grad_tiled", _tiled_grad_without_interleave)
+    assert _fails("max_pool", 1)  # non-overlapping 2x2
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+X = np.zeros((2, 3, 6, 6), np.float32)
+Y, S = np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32)
+POOL_BAD_INPUTS = [
+    ((X, 0), {}, ValueError, "window must be positive, got window=0"),
+    ((X, (2, 0)), {}, ValueError, r"window must be an int or 2 ints each >= 1, got window=\(2, 0\)"),
+    ((X, (2, 2, 2)), {}, ValueError, r"window must be an int or 2 ints .* got window=\(2, 2, 2\)"),
+    ((X, 2.0), {}, TypeError, "window must be an int, got window=2.0"),
+    ((X, 2), {"stride": 0}, ValueError, "stride must be positive, got stride=0"),
+    ((X, 2), {"stride": (1, -1)}, ValueError, r"stride=\(1, -1\)"),
+    ((X, 2), {"padding": -1}, ValueError, "padding=-1"),
+    ((X, 2), {"padding": "SAME"}, ValueError, r"padding must be an int, 2 ints, 2 \(lo, hi\) pairs \(all >= 0\)"),
+    (
+        (X, 2),
+        {"padding": 2},
+        ValueError,
+        r"padding=2 must be smaller than window=2 on both sides of every spatial dim, so that every window holds "
+        r"an input element; spatial dim 0 has \(lo, hi\)=\(2, 2\) and window 2",
+    ),
+    (
+        (X, (3, 2)),
+        {"padding": ((0, 1), (0, 2))},
+        ValueError,
+        r"spatial dim 1 has \(lo, hi\)=\(0, 2\) and window 2",
+    ),
+    ((X, 7), {}, ValueError, "output would be empty along spatial dim 0: input size 6 .* smaller than the window 7"),
+    ((X[0, 0], 2), {}, ValueError, r"x must have 3 to 5 dims \(\(N, C, \*spatial\) .* got x.shape=\(6, 6\)"),
+    ((X[0, 0, 0], 2), {}, ValueError, r"x must have 3 to 5 dims"),
+    ((X.astype(np.int32), 2), {}, TypeError, "x must have a real floating dtype .* x.dtype=int32"),
+    ((X.astype(np.complex64), 2), {}, TypeError, "x must have a real floating dtype .* x.dtype=complex64"),
+    (("x", 2), {}, TypeError, "x must be an array, got str"),
+]
+
+
+@pytest.mark.parametrize("op", ["max_pool", "avg_pool"])
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"), POOL_BAD_INPUTS, ids=[m[:40] for *_, m in POOL_BAD_INPUTS]
+)
+def test_bad_pool_input_raises_a_clear_error(op, args, kwargs, error, message):
+    with pytest.raises(error, match=rf"^{op}: .*" + message):
+        getattr(convgrad, op)(*args, **kwargs)
+
+
+UNPOOL_BAD_INPUTS = [
+    ((Y, S.astype(np.float32), (6, 6)), TypeError, "switches must have an integer dtype, got switches.dtype=float32"),
+    ((Y, S.astype(bool), (6, 6)), TypeError, "switches must have an integer dtype, got switches.dtype=bool"),
+    ((Y, "s", (6, 6)), TypeError, "switches must be an integer array, got str"),
+    (
+        (Y, S[:, :, :2], (6, 6)),
+        ValueError,
+        r"switches must have the shape of y, got switches.shape=\(2, 3, 2, 3\) and y.shape=\(2, 3, 3, 3\)",
+    ),
+    (
+        (Y, S, (6,)),
+        ValueError,
+        r"output_size must be 2 positive ints \(one per spatial dim of y\), got output_size=\(6,\)",
+    ),
+    ((Y, S, (6, 0)), ValueError, r"output_size must be 2 positive ints .* got output_size=\(6, 0\)"),
+    ((Y, S, (6, 6.0)), TypeError, r"output_size must be 2 positive ints .* got output_size=\(6, 6.0\)"),
+    ((Y, S, 6), TypeError, "output_size must be 2 positive ints .* got output_size=6"),
+    ((Y.astype(np.int32), S, (6, 6)), TypeError, "y must have a real floating dtype .* y.dtype=int32"),
+    ((Y[0, 0], S[0, 0], (6, 6)), ValueError, r"y must have 3 to 5 dims \(\(N, C, \*spatial\) .* got y.shape=\(3, 3\)"),
+]
+
+
+@pytest.mark.parametrize(("args", "error", "message"), UNPOOL_BAD_INPUTS, ids=[m[:40] for *_, m in UNPOOL_BAD_INPUTS])
+def test_bad_unpool_input_raises_a_clear_error(args, error, message):
+    with pytest.raises(error, match=r"^max_unpool: " + message):
+        convgrad.max_unpool(*args)
+
+
+def test_bad_input_raises_under_jit_too():
+    with pytest.raises(ValueError, match=re.escape("max_pool: padding=2 must be smaller than window=2")):
+        jax.jit(lambda x: convgrad.max_pool(x, 2, padding=2))(X)
+    with pytest.raises(ValueError, match=re.escape("max_unpool: switches must have the shape of y")):
+        jax.jit(lambda y, s: convgrad.max_unpool(y, s, (6, 6)))(Y, S[:, :, :2])
