@@ -1,8 +1,27 @@
 """convgrad: hand-derived VJPs for convolutional networks, and the tools to verify them."""
 
+from convgrad.ops.activations import log_softmax as log_softmax
+from convgrad.ops.activations import relu as relu
+from convgrad.ops.activations import sigmoid as sigmoid
+from convgrad.ops.activations import softmax as softmax
+from convgrad.ops.activations import tanh as tanh
 from convgrad.ops.conv import conv as conv
 from convgrad.ops.conv import flip_and_swap as flip_and_swap
+from convgrad.ops.dense import dense as dense
+from convgrad.ops.losses import mse as mse
+from convgrad.ops.losses import softmax_cross_entropy as softmax_cross_entropy
 
 __version__ = "0.1.0"
 
-__all__ = ["conv", "flip_and_swap"]
+__all__ = [
+    "conv",
+    "dense",
+    "flip_and_swap",
+    "log_softmax",
+    "mse",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softmax_cross_entropy",
+    "tanh",
+]

@@ -45,3 +45,41 @@ def conv(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, dimension_n
         return y
     channel_axis = dimension_numbers[2].index("C")
     return y + jnp.reshape(b, [-1 if axis == channel_axis else 1 for axis in range(y.ndim)])
+
+
+def dense(x, w, b=None) -> jax.Array:
+    """``x @ w + b`` over the last axis of ``x``."""
+    y = jnp.matmul(x, w)
+    return y if b is None else y + b
+
+
+def relu(x) -> jax.Array:
+    """``jax.nn.relu``: its derivative is the "gradient" rule (0 at ``x = 0``); the visualization rules have none."""
+    return jax.nn.relu(x)
+
+
+def sigmoid(x) -> jax.Array:
+    return jax.nn.sigmoid(x)
+
+
+def tanh(x) -> jax.Array:
+    return jnp.tanh(x)
+
+
+def softmax(x, axis=-1) -> jax.Array:
+    return jax.nn.softmax(x, axis=axis)
+
+
+def log_softmax(x, axis=-1) -> jax.Array:
+    return jax.nn.log_softmax(x, axis=axis)
+
+
+def softmax_cross_entropy(logits, labels) -> jax.Array:
+    """``-log_softmax(logits)[label]`` per example, picked with ``take_along_axis`` (labels must be in range)."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(log_probs, jnp.expand_dims(labels, -1), axis=-1)[..., 0]
+
+
+def mse(y, target) -> jax.Array:
+    """``mean((y - target)^2)`` over all elements."""
+    return jnp.mean(jnp.square(y - target))
