@@ -324,7 +324,7 @@ def log_softmax_input_grad(y: jax.Array, g: jax.Array, axis: int) -> jax.Array:
 def axis_arguments(op: str, x: ArrayLike, axis: object) -> tuple[jax.Array, int]:
     """Checked logits and their normalization axis in ``[0, x.ndim)``."""
     x = arguments.as_float_array(op, "x", x)
-    arguments.ndim_at_least(op, "x", x, 1, "an axis to normalize over")
+    arguments.ndim_at_least(op, "x", x, 1, "(it needs an axis to normalize over)")
     axis = arguments.as_axis(op, axis, "x", x)
     if x.shape[axis] == 0:
         raise ValueError(

@@ -115,10 +115,7 @@ def ndim_between(op: str, name: str, array: jax.Array, low: int, high: int, what
 def ndim_at_least(op: str, name: str, array: jax.Array, low: int, what: str) -> None:
     """``array.ndim >= low``."""
     if array.ndim < low:
-        raise ValueError(
-            f"{op}: {name} must have at least {low} dim{'s' if low > 1 else ''} ({what}), "
-            f"got {name}.shape={tuple(array.shape)}"
-        )
+        raise ValueError(f"{op}: {name} must be at least {low}-d {what}, got {name}.shape={tuple(array.shape)}")
 
 
 def ndim_equal(op: str, name: str, array: jax.Array, n: int, what: str) -> None:
