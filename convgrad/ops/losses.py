@@ -28,9 +28,11 @@ def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike) -> jax.Array:
         loss = -log softmax(logits)[l] = log sum_k exp(logits[k]) - logits[l]
 
     computed as ``log sum_k exp(z[k]) - z[l]`` with ``z = logits - max_k
-    logits[k]``: no exponential exceeds 1, and the large terms cancel before
-    any rounding, so logits of magnitude ``1e4`` give exact, finite losses
-    (``logits = [1e4, 0, -1e4]`` costs 0, 1e4 and 2e4 for labels 0, 1, 2).
+    logits[k]``: no exponential exceeds 1, ``log sum_k exp(z[k])`` lies in
+    ``[0, log K]``, and ``z[l]`` is one difference of two logits (exactly 0
+    for the top class), so logits of magnitude ``1e4`` give finite losses,
+    exact up to one rounding (``logits = [1e4, 0, -1e4]`` costs 0, 1e4 and
+    2e4 for labels 0, 1, 2).
 
     For a cotangent ``g`` shaped like the loss, with ``p = softmax(logits)``::
 
