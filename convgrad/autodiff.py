@@ -115,3 +115,41 @@ def max_unpool(y, switches, output_size) -> jax.Array:
         .add(y.reshape(batch * channels, -1), mode="drop")
     )
     return x.reshape(batch, channels, *output_size)
+
+
+def dense(x, w, b=None) -> jax.Array:
+    """``x @ w + b`` over the last axis of ``x``."""
+    y = jnp.matmul(x, w)
+    return y if b is None else y + b
+
+
+def relu(x) -> jax.Array:
+    """``jax.nn.relu``: its derivative is the "gradient" rule (0 at ``x = 0``); the visualization rules have none."""
+    return jax.nn.relu(x)
+
+
+def sigmoid(x) -> jax.Array:
+    return jax.nn.sigmoid(x)
+
+
+def tanh(x) -> jax.Array:
+    return jnp.tanh(x)
+
+
+def softmax(x, axis=-1) -> jax.Array:
+    return jax.nn.softmax(x, axis=axis)
+
+
+def log_softmax(x, axis=-1) -> jax.Array:
+    return jax.nn.log_softmax(x, axis=axis)
+
+
+def softmax_cross_entropy(logits, labels) -> jax.Array:
+    """``-log_softmax(logits)[label]`` per example, picked with ``take_along_axis`` (labels must be in range)."""
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -jnp.take_along_axis(log_probs, jnp.expand_dims(labels, -1), axis=-1)[..., 0]
+
+
+def mse(y, target) -> jax.Array:
+    """``mean((y - target)^2)`` over all elements."""
+    return jnp.mean(jnp.square(y - target))

@@ -363,6 +363,130 @@ def _unpool_arguments(rng: np.random.Generator, case: Case, dtype) -> tuple[np.n
     return rng.standard_normal(y_shape).astype(dtype), flat.reshape(switches_shape)
 
 
+# ---------------------------------------------------------------------------- dense
+
+
+def dense_case(x_shape: tuple[int, ...], out_features: int, bias: bool = True) -> Case:
+    """A dense case from the input's shape ``(..., in)`` and the number of outputs."""
+    return case(tuple(x_shape), (x_shape[-1], out_features), (out_features,) if bias else None)
+
+
+_DENSE_CASES = (
+    dense_case((4, 5), 3),  # one leading (batch) axis
+    dense_case((2, 3, 4), 5),  # two leading axes: dw and db sum over both
+    dense_case((2, 2, 3, 4), 2),  # three leading axes
+    dense_case((3, 6), 4, bias=False),
+    dense_case((5,), 3),  # a single vector: dw is the outer product x g^T
+    dense_case((1, 7), 1),  # one row, one output
+)
+
+
+def _dense_sample(draw: Draw) -> Case:
+    leading = tuple(draw.integer(1, 3) for _ in range(draw.integer(0, 3)))
+    return dense_case((*leading, draw.integer(1, 6)), draw.integer(1, 6), bias=draw.choice([True, False]))
+
+
+# ---------------------------------------------------------------------------- elementwise activations
+
+_ELEMENTWISE_CASES = (case((4, 5)), case((2, 3, 4)), case((7,)), case((2, 1, 3, 2)))
+
+
+def _elementwise_sample(draw: Draw) -> Case:
+    return case(tuple(draw.integer(1, 4) for _ in range(draw.integer(1, 4))))
+
+
+def _away_from_kink(rng: np.random.Generator, case: Case, dtype: Any) -> tuple[Any, ...]:
+    """Standard normal values pushed out of (-0.1, 0.1): finite differences (steps ~1e-5) never cross 0."""
+    (shape,) = case.shapes
+    z = rng.standard_normal(shape)
+    return ((z + np.copysign(0.1, z)).astype(dtype),)
+
+
+# ---------------------------------------------------------------------------- softmax, log_softmax, cross-entropy
+
+
+def _saturated_logits(rng: np.random.Generator, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """Logits of magnitude ~1e3 whose values along ``axis`` are at least ~990 apart.
+
+    Each slice is ``1e3`` times a random permutation of ``0 .. K-1`` (centred),
+    plus standard normal noise. ``exp`` of such logits overflows even float64,
+    so only a max-subtracting implementation stays finite; and since every
+    ``exp(z)`` other than the max's is exactly 0, softmax is exactly one-hot and
+    log_softmax and the cross-entropy are affine near these points: finite
+    differences stay exact although the step grows with the logits (a smaller
+    gap would make them curve within one step).
+    """
+    ranks = np.argsort(rng.random(shape), axis=axis)
+    return 1e3 * (ranks - (shape[axis] - 1) / 2) + rng.standard_normal(shape)
+
+
+# sizes the samplers never draw, so that only these cases get saturated logits
+_SOFTMAX_SATURATED = case((3, 7), axis=-1)
+_CROSS_ENTROPY_SATURATED = case((3, 7), (3,))
+
+
+def _logits(rng: np.random.Generator, case: Case, dtype: Any) -> tuple[Any, ...]:
+    (shape,) = case.shapes
+    axis = case.options["axis"]
+    x = _saturated_logits(rng, shape, axis) if case == _SOFTMAX_SATURATED else rng.standard_normal(shape)
+    return (x.astype(dtype),)
+
+
+_SOFTMAX_CASES = (
+    case((3, 5), axis=-1),
+    case((2, 4, 3), axis=1),
+    case((4, 2, 3), axis=0),
+    case((2, 3, 5), axis=-2),
+    case((6,), axis=0),
+    _SOFTMAX_SATURATED,
+)
+
+
+def _softmax_sample(draw: Draw) -> Case:
+    rank = draw.integer(1, 3)
+    return case(tuple(draw.integer(1, 5) for _ in range(rank)), axis=draw.integer(-rank, rank - 1))
+
+
+def _labelled_logits(rng: np.random.Generator, case: Case, dtype: Any) -> tuple[Any, ...]:
+    """Logits (standard normal, or saturated for the large case) and int32 labels in ``[0, K)``."""
+    logits_shape, labels_shape = case.shapes
+    if case == _CROSS_ENTROPY_SATURATED:
+        logits = _saturated_logits(rng, logits_shape, -1)
+    else:
+        logits = rng.standard_normal(logits_shape)
+    labels = rng.integers(0, logits_shape[-1], labels_shape).astype(np.int32)
+    return logits.astype(dtype), labels
+
+
+def cross_entropy_case(logits_shape: tuple[int, ...]) -> Case:
+    """A cross-entropy case: logits ``(..., K)`` and labels ``(...)``."""
+    return case(tuple(logits_shape), tuple(logits_shape[:-1]))
+
+
+_CROSS_ENTROPY_CASES = (
+    cross_entropy_case((8, 10)),  # a batch of 8 examples, 10 classes
+    cross_entropy_case((2, 3, 4)),  # two leading axes
+    cross_entropy_case((5,)),  # one example, a 0-d label
+    cross_entropy_case((4, 2)),  # two classes
+    _CROSS_ENTROPY_SATURATED,
+)
+
+
+def _cross_entropy_sample(draw: Draw) -> Case:
+    leading = tuple(draw.integer(1, 4) for _ in range(draw.integer(0, 2)))
+    return cross_entropy_case((*leading, draw.integer(1, 6)))
+
+
+# ---------------------------------------------------------------------------- mse
+
+_MSE_CASES = (case((4, 5), (4, 5)), case((2, 3, 4), (2, 3, 4)), case((6,), (6,)), case((), ()))
+
+
+def _mse_sample(draw: Draw) -> Case:
+    shape = tuple(draw.integer(1, 4) for _ in range(draw.integer(0, 3)))
+    return case(shape, shape)
+
+
 # ---------------------------------------------------------------------------- the table
 
 OPS: dict[str, OpSpec] = {
@@ -387,6 +511,17 @@ OPS: dict[str, OpSpec] = {
             loop_vjp=reference.conv_transpose_vjp,
             cases=_CONV_TRANSPOSE_CASES,
             sample=_conv_transpose_sample,
+            argnums=(0, 1, 2),
+            linear_argnums=(0, 1, 2),
+        ),
+        OpSpec(
+            name="dense",
+            fn=convgrad.dense,
+            reference=autodiff.dense,
+            loop_forward=reference.dense,
+            loop_vjp=reference.dense_vjp,
+            cases=_DENSE_CASES,
+            sample=_dense_sample,
             argnums=(0, 1, 2),
             linear_argnums=(0, 1, 2),
         ),
@@ -423,6 +558,80 @@ OPS: dict[str, OpSpec] = {
             sample=_pool_sample,
             argnums=(0,),
             linear_argnums=(0,),
+        ),
+        OpSpec(
+            name="relu",  # the "gradient" rule; the visualization rules are no derivatives (tests/test_activations.py)
+            fn=convgrad.relu,
+            reference=autodiff.relu,
+            loop_forward=reference.relu,
+            loop_vjp=reference.relu_vjp,
+            cases=_ELEMENTWISE_CASES,
+            sample=_elementwise_sample,
+            argnums=(0,),
+            make_args=_away_from_kink,
+        ),
+        OpSpec(
+            name="sigmoid",
+            fn=convgrad.sigmoid,
+            reference=autodiff.sigmoid,
+            loop_forward=reference.sigmoid,
+            loop_vjp=reference.sigmoid_vjp,
+            cases=_ELEMENTWISE_CASES,
+            sample=_elementwise_sample,
+            argnums=(0,),
+        ),
+        OpSpec(
+            name="tanh",
+            fn=convgrad.tanh,
+            reference=autodiff.tanh,
+            loop_forward=reference.tanh,
+            loop_vjp=reference.tanh_vjp,
+            cases=_ELEMENTWISE_CASES,
+            sample=_elementwise_sample,
+            argnums=(0,),
+        ),
+        OpSpec(
+            name="softmax",
+            fn=convgrad.softmax,
+            reference=autodiff.softmax,
+            loop_forward=reference.softmax,
+            loop_vjp=reference.softmax_vjp,
+            cases=_SOFTMAX_CASES,
+            sample=_softmax_sample,
+            argnums=(0,),
+            make_args=_logits,
+        ),
+        OpSpec(
+            name="log_softmax",
+            fn=convgrad.log_softmax,
+            reference=autodiff.log_softmax,
+            loop_forward=reference.log_softmax,
+            loop_vjp=reference.log_softmax_vjp,
+            cases=_SOFTMAX_CASES,
+            sample=_softmax_sample,
+            argnums=(0,),
+            make_args=_logits,
+        ),
+        OpSpec(
+            name="softmax_cross_entropy",
+            fn=convgrad.softmax_cross_entropy,
+            reference=autodiff.softmax_cross_entropy,
+            loop_forward=reference.softmax_cross_entropy,
+            loop_vjp=reference.softmax_cross_entropy_vjp,
+            cases=_CROSS_ENTROPY_CASES,
+            sample=_cross_entropy_sample,
+            argnums=(0,),  # labels are integers
+            make_args=_labelled_logits,
+        ),
+        OpSpec(
+            name="mse",
+            fn=convgrad.mse,
+            reference=autodiff.mse,
+            loop_forward=reference.mse,
+            loop_vjp=reference.mse_vjp,
+            cases=_MSE_CASES,
+            sample=_mse_sample,
+            argnums=(0, 1),
         ),
     )
 }

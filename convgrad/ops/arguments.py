@@ -137,3 +137,44 @@ def bias_shape(op: str, b: jax.Array | None, out_channels: int) -> None:
     """``b`` is absent or has shape ``(out_channels,)``."""
     if b is not None and b.shape != (out_channels,):
         raise ValueError(f"{op}: b must have shape (out_channels,)=({out_channels},), got b.shape={tuple(b.shape)}")
+
+
+def ndim_at_least(op: str, name: str, array: jax.Array, low: int, what: str) -> None:
+    """``array.ndim >= low``."""
+    if array.ndim < low:
+        raise ValueError(f"{op}: {name} must be at least {low}-d {what}, got {name}.shape={tuple(array.shape)}")
+
+
+def ndim_equal(op: str, name: str, array: jax.Array, n: int, what: str) -> None:
+    """``array.ndim == n``."""
+    if array.ndim != n:
+        raise ValueError(
+            f"{op}: {name} must have {n} dim{'s' if n != 1 else ''} {what}, got {name}.shape={tuple(array.shape)}"
+        )
+
+
+def as_int_array(op: str, name: str, value: object, what: str) -> jax.Array:
+    """``value`` as a JAX array of an integer dtype (signed or unsigned; not bool)."""
+    if value is None or isinstance(value, (str, bytes, dict, set)):
+        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}")
+    try:
+        array = jnp.asarray(value)
+    except TypeError as error:
+        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}") from error
+    if not jnp.issubdtype(array.dtype, jnp.integer):
+        raise TypeError(f"{op}: {name} must have an integer dtype ({what}), got {name}.dtype={array.dtype}")
+    return array
+
+
+def as_axis(op: str, axis: object, name: str, array: jax.Array) -> int:
+    """An int axis of ``array``, negative counting from the end, returned in ``[0, array.ndim)``."""
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"{op}: axis must be an int, got axis={axis!r}")
+    try:
+        index = operator.index(axis)
+    except TypeError as error:
+        raise TypeError(f"{op}: axis must be an int, got axis={axis!r}") from error
+    ndim = array.ndim
+    if not -ndim <= index < ndim:
+        raise ValueError(f"{op}: axis={index} is out of range for {name}.ndim={ndim} (allowed: -{ndim} to {ndim - 1})")
+    return index % ndim
