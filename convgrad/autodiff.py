@@ -77,33 +77,39 @@ def conv_transpose(x, w, b=None, *, stride=1, padding=0, output_padding=0, dilat
     return y + jnp.reshape(b, (1, -1, *(1,) * n))
 
 
-def _window_arguments(x, window, stride, padding):
+def _window_arguments(x, window, stride, padding, channel_axis):
     """lax's per-axis window, strides and padding: nothing pooled over batch and channels."""
     n = x.ndim - 2
     window = _per_dim(window, n)
     stride = window if stride is None else _per_dim(stride, n)
-    return (1, 1, *window), (1, 1, *stride), [(0, 0), (0, 0), *_lax_padding(padding, n)]
+    pads = _lax_padding(padding, n)
+    if channel_axis == 1:
+        return (1, 1, *window), (1, 1, *stride), [(0, 0), (0, 0), *pads]
+    return (1, *window, 1), (1, *stride, 1), [(0, 0), *pads, (0, 0)]
 
 
-def max_pool(x, window, stride=None, padding=0) -> jax.Array:
+def max_pool(x, window, stride=None, padding=0, *, channel_axis=1) -> jax.Array:
     """``lax.reduce_window`` with ``max`` from ``-inf`` (so padding counts as ``-inf``); ``y`` only, no switches.
 
     The initial values are NumPy constants, so lax recognises the monoid and
     uses its differentiable ``reduce_window_max`` / ``reduce_window_sum``.
     """
-    dims, strides, pads = _window_arguments(x, window, stride, padding)
+    dims, strides, pads = _window_arguments(x, window, stride, padding, channel_axis)
     return lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, dims, strides, pads)
 
 
-def avg_pool(x, window, stride=None, padding=0) -> jax.Array:
+def avg_pool(x, window, stride=None, padding=0, *, channel_axis=1) -> jax.Array:
     """``lax.reduce_window`` with ``add`` from 0, over ``K = prod(window)`` (zero padding counted)."""
-    dims, strides, pads = _window_arguments(x, window, stride, padding)
+    dims, strides, pads = _window_arguments(x, window, stride, padding, channel_axis)
     total = lax.reduce_window(x, np.array(0, x.dtype), lax.add, dims, strides, pads)
     return total / math.prod(dims)
 
 
-def max_unpool(y, switches, output_size) -> jax.Array:
+def max_unpool(y, switches, output_size, *, channel_axis=1) -> jax.Array:
     """``.at[].add`` of ``y`` at its switches into zero planes of ``prod(output_size)``; out-of-range ones dropped."""
+    if channel_axis != 1:
+        moved = max_unpool(jnp.moveaxis(y, -1, 1), jnp.moveaxis(switches, -1, 1), output_size)
+        return jnp.moveaxis(moved, 1, -1)
     batch, channels = y.shape[:2]
     plane = math.prod(output_size)
     switches = jnp.reshape(switches, (batch * channels, -1))

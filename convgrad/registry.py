@@ -53,10 +53,16 @@ class RandomDraw:
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One configuration: the shape of each array argument (``None`` for an absent one) and keyword arguments."""
+    """One configuration: the shape of each array argument (``None`` for an absent one) and keyword arguments.
+
+    ``inputs`` names how a spec's ``make_args`` should draw the values
+    (``"normal"`` unless a spec defines others, such as ``"saturated"`` logits);
+    it is never passed to the op.
+    """
 
     shapes: tuple[tuple[int, ...] | None, ...]
     kwargs: tuple[tuple[str, Any], ...] = ()
+    inputs: str = "normal"
 
     @property
     def options(self) -> dict[str, Any]:
@@ -65,11 +71,13 @@ class Case:
     def __str__(self) -> str:
         shapes = ", ".join("None" if s is None else "x".join(map(str, s)) for s in self.shapes)
         options = ", ".join(f"{k}={v!r}" for k, v in self.kwargs)
-        return f"({shapes}{'; ' if options else ''}{options})"
+        inputs = "" if self.inputs == "normal" else f" [{self.inputs} inputs]"
+        return f"({shapes}{'; ' if options else ''}{options}){inputs}"
 
 
-def case(*shapes: tuple[int, ...] | None, **kwargs: Any) -> Case:
-    return Case(tuple(shapes), tuple(sorted(kwargs.items())))
+def case(*shapes: tuple[int, ...] | None, inputs: str = "normal", **kwargs: Any) -> Case:
+    """A :class:`Case` from argument shapes and the op's keyword arguments."""
+    return Case(tuple(shapes), tuple(sorted(kwargs.items())), inputs)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -282,9 +290,40 @@ def _conv_transpose_reference(x, w, b=None, **options):
 
 # ---------------------------------------------------------------------------- pooling
 
+
+def _pool_loop(loop: Callable[..., Any]) -> Callable[..., Any]:
+    """A channel-first loop reference in either layout: channels-last arrays are moved there and back."""
+
+    def run(*arrays, channel_axis=1, **options):
+        if channel_axis == 1:
+            return loop(*arrays, **options)
+        out = loop(*(np.moveaxis(a, -1, 1) if np.ndim(a) >= 3 else a for a in arrays), **options)
+        back = lambda a: None if a is None else np.moveaxis(a, 1, -1)
+        return tuple(back(o) for o in out) if isinstance(out, tuple) else back(out)
+
+    return run
+
+
+def _channels_last(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (shape[0], *shape[2:], shape[1])
+
+
+def _channel_first_shape(case: Case, index: int = 0) -> tuple[int, ...]:
+    """Argument ``index``'s shape in channel-first order, whatever the case's layout."""
+    shape = case.shapes[index]
+    return shape if case.options.get("channel_axis", 1) == 1 else (shape[0], shape[-1], *shape[1:-1])
+
+
+def _in_layout(array: np.ndarray, case: Case) -> np.ndarray:
+    """A channel-first array in the case's layout."""
+    return array if case.options.get("channel_axis", 1) == 1 else np.moveaxis(array, 1, -1)
+
+
 _POOL_CASES = (
     case((2, 3, 7, 7), window=3, stride=2, padding=1),  # overlapping windows, padding: the generic scatter
     case((2, 3, 6, 9), window=2),  # non-overlapping 2x2 with a leftover column: the reshape backward
+    case((2, 6, 9, 3), window=2, channel_axis=-1),  # the same, channels-last
+    case((2, 7, 7, 3), window=3, stride=2, padding=1, channel_axis=-1),  # generic path, channels-last
     case((2, 2, 11), window=3, stride=4, padding=((2, 1),)),  # stride > window (gaps), an edge window mostly padding
     case((2, 2, 7, 6), window=(3, 2), stride=(2, 1), padding=((2, 0), (0, 1))),  # non-square, asymmetric pairs
     case((1, 2, 5, 6, 4), window=(2, 3, 2), stride=(1, 2, 2), padding=((1, 0), (1, 1), (0, 1))),
@@ -312,7 +351,10 @@ def _pool_sample(draw: Draw) -> Case:
     for k, s, (lo, hi) in zip(window, steps, pairs):
         out = draw.integer(1, 4 if n < 3 else 3)
         sizes.append(max(1, (out - 1) * s + k + draw.integer(0, s - 1) - lo - hi))
-    return case((draw.integer(1, 2), draw.integer(1, 3), *sizes), window=window, stride=stride, padding=padding)
+    shape = (draw.integer(1, 2), draw.integer(1, 3), *sizes)
+    if draw.choice([False, False, True]):
+        return case(_channels_last(shape), window=window, stride=stride, padding=padding, channel_axis=-1)
+    return case(shape, window=window, stride=stride, padding=padding)
 
 
 def _distinct_planes(rng: np.random.Generator, case: Case, dtype) -> tuple[np.ndarray]:
@@ -323,13 +365,13 @@ def _distinct_planes(rng: np.random.Generator, case: Case, dtype) -> tuple[np.nd
     apart, far more than a finite-difference step (~1e-5): max_pool's finite
     differences never cross a kink.
     """
-    shape = case.shapes[0]
+    shape = _channel_first_shape(case)
     plane = math.prod(shape[2:])
     if plane > 2 ** (jnp.finfo(dtype).nmant + 1):
         raise ValueError(f"max_pool case {case}: planes of {plane} values cannot be distinct in {np.dtype(dtype).name}")
     scale = 2.0 ** -max(math.ceil(math.log2(max(plane, 2) / 2)), 0)
     planes = [rng.permutation(plane) - plane // 2 for _ in range(shape[0] * shape[1])]
-    return ((np.stack(planes).reshape(shape) * scale).astype(dtype),)
+    return (_in_layout((np.stack(planes).reshape(shape) * scale).astype(dtype), case),)
 
 
 _UNPOOL_CASES = (
@@ -337,6 +379,7 @@ _UNPOOL_CASES = (
     case((2, 2, 5), (2, 2, 5), output_size=(6,)),
     case((1, 2, 2, 3, 2), (1, 2, 2, 3, 2), output_size=(4, 5, 3)),
     case((2, 2, 3, 3), (2, 2, 3, 3), output_size=(2, 2)),  # more values than places: many coincide
+    case((2, 4, 4, 3), (2, 4, 4, 3), output_size=(7, 7), channel_axis=-1),
 )
 
 
@@ -346,7 +389,10 @@ def _unpool_sample(draw: Draw) -> Case:
     spatial = [draw.integer(1, 4 if n < 3 else 3) for _ in range(n)]
     spatial[0] = max(spatial[0], 2)
     shape = (draw.integer(1, 2), draw.integer(1, 3), *spatial)
-    return case(shape, shape, output_size=tuple(draw.integer(1, 5 if n < 3 else 3) for _ in range(n)))
+    output_size = tuple(draw.integer(1, 5 if n < 3 else 3) for _ in range(n))
+    if draw.choice([False, False, True]):
+        return case(_channels_last(shape), _channels_last(shape), output_size=output_size, channel_axis=-1)
+    return case(shape, shape, output_size=output_size)
 
 
 def _unpool_arguments(rng: np.random.Generator, case: Case, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -355,12 +401,12 @@ def _unpool_arguments(rng: np.random.Generator, case: Case, dtype) -> tuple[np.n
     The forced repeat puts coinciding switches (overlapping windows' shared
     maxima) into every check, so a scatter that sets instead of adding fails.
     """
-    y_shape, switches_shape = case.shapes
+    shape = _channel_first_shape(case)
     plane = math.prod(case.options["output_size"])
-    switches = rng.integers(0, plane, switches_shape).astype(np.int32)
-    flat = switches.reshape(*switches_shape[:2], -1)
+    switches = rng.integers(0, plane, shape).astype(np.int32)
+    flat = switches.reshape(*shape[:2], -1)
     flat[:, :, 1] = flat[:, :, 0]
-    return rng.standard_normal(y_shape).astype(dtype), flat.reshape(switches_shape)
+    return _in_layout(rng.standard_normal(shape).astype(dtype), case), _in_layout(flat.reshape(shape), case)
 
 
 # ---------------------------------------------------------------------------- dense
@@ -420,15 +466,14 @@ def _saturated_logits(rng: np.random.Generator, shape: tuple[int, ...], axis: in
     return 1e3 * (ranks - (shape[axis] - 1) / 2) + rng.standard_normal(shape)
 
 
-# sizes the samplers never draw, so that only these cases get saturated logits
-_SOFTMAX_SATURATED = case((3, 7), axis=-1)
-_CROSS_ENTROPY_SATURATED = case((3, 7), (3,))
+_SOFTMAX_SATURATED = case((3, 7), axis=-1, inputs="saturated")
+_CROSS_ENTROPY_SATURATED = case((3, 7), (3,), inputs="saturated")
 
 
 def _logits(rng: np.random.Generator, case: Case, dtype: Any) -> tuple[Any, ...]:
     (shape,) = case.shapes
     axis = case.options["axis"]
-    x = _saturated_logits(rng, shape, axis) if case == _SOFTMAX_SATURATED else rng.standard_normal(shape)
+    x = _saturated_logits(rng, shape, axis) if case.inputs == "saturated" else rng.standard_normal(shape)
     return (x.astype(dtype),)
 
 
@@ -450,7 +495,7 @@ def _softmax_sample(draw: Draw) -> Case:
 def _labelled_logits(rng: np.random.Generator, case: Case, dtype: Any) -> tuple[Any, ...]:
     """Logits (standard normal, or saturated for the large case) and int32 labels in ``[0, K)``."""
     logits_shape, labels_shape = case.shapes
-    if case == _CROSS_ENTROPY_SATURATED:
+    if case.inputs == "saturated":
         logits = _saturated_logits(rng, logits_shape, -1)
     else:
         logits = rng.standard_normal(logits_shape)
@@ -529,8 +574,8 @@ OPS: dict[str, OpSpec] = {
             name="max_pool",
             fn=convgrad.max_pool,
             reference=autodiff.max_pool,
-            loop_forward=reference.max_pool,
-            loop_vjp=reference.max_pool_vjp,
+            loop_forward=_pool_loop(reference.max_pool),
+            loop_vjp=_pool_loop(reference.max_pool_vjp),
             cases=_POOL_CASES,
             sample=_pool_sample,
             argnums=(0,),
@@ -540,8 +585,8 @@ OPS: dict[str, OpSpec] = {
             name="max_unpool",
             fn=convgrad.max_unpool,
             reference=autodiff.max_unpool,
-            loop_forward=reference.max_unpool,
-            loop_vjp=reference.max_unpool_vjp,
+            loop_forward=_pool_loop(reference.max_unpool),
+            loop_vjp=_pool_loop(reference.max_unpool_vjp),
             cases=_UNPOOL_CASES,
             sample=_unpool_sample,
             argnums=(0,),
@@ -552,8 +597,8 @@ OPS: dict[str, OpSpec] = {
             name="avg_pool",
             fn=convgrad.avg_pool,
             reference=autodiff.avg_pool,
-            loop_forward=reference.avg_pool,
-            loop_vjp=reference.avg_pool_vjp,
+            loop_forward=_pool_loop(reference.avg_pool),
+            loop_vjp=_pool_loop(reference.avg_pool_vjp),
             cases=_POOL_CASES,
             sample=_pool_sample,
             argnums=(0,),

@@ -294,7 +294,9 @@ def assert_close(
 
     Passes when ``max|actual - expected| <= atol + rtol * max|expected|`` for
     every leaf and NaNs sit in the same places; returns the largest relative
-    error ``max|actual - expected| / max|expected|``.
+    error ``max|actual - expected| / (max|expected| + atol / rtol)``, which is
+    at most ``rtol`` exactly when the comparison passes (the ``atol / rtol``
+    floor keeps an expected value of ~0 from reading as a large error).
 
     Raises:
       AssertionError: naming ``what``, with the max absolute and relative errors.
@@ -315,7 +317,7 @@ def assert_close(
         a64, e64 = np.nan_to_num(a64, nan=0.0), np.nan_to_num(e64, nan=0.0)
         abs_error = float(np.max(np.abs(a64 - e64), initial=0.0))
         magnitude = float(np.max(np.abs(e64), initial=0.0))
-        rel_error = abs_error / magnitude if magnitude else abs_error
+        rel_error = abs_error / (magnitude + t / r) if r > 0 else abs_error
         if nan_mismatch or not abs_error <= t + r * magnitude:
             raise AssertionError(
                 f"{what}: max abs error {abs_error:.3g}, max rel error {rel_error:.3g} "

@@ -62,9 +62,15 @@ def test_max_pool_2x2_by_hand():
     np.testing.assert_array_equal(dx[0, 0], [[0, 0, 2, 0], [1, 0, 0, 0], [0, 3, 0, 4], [0, 0, 0, 0]])
 
 
-def _check_first_max_wins_ties():
+def _check_first_max_wins_ties(channels_last=False):
+    """Tiled 2x2 windows (the reshape path), in either layout."""
     x = _plane([[3, 3, 0, 0], [3, 1, 2, 2], [5, 5, -1, 4], [5, 5, 4, -1]])
-    y, switches, dx = _max_pool_vjp(x, _ones_out(x, 2), 2)
+    if channels_last:
+        (y, switches), vjp = jax.vjp(lambda x: convgrad.max_pool(x, 2, channel_axis=-1), jnp.moveaxis(x, 1, -1))
+        dx = vjp((jnp.ones(y.shape, y.dtype), np.zeros(switches.shape, jax.dtypes.float0)))[0]
+        y, switches, dx = (jnp.moveaxis(a, -1, 1) for a in (y, switches, dx))
+    else:
+        y, switches, dx = _max_pool_vjp(x, _ones_out(x, 2), 2)
     # top-left {3, 3 / 3, 1}: the first 3 is (0, 0) -> 0; top-right {0, 0 / 2, 2}: the first 2 is (1, 2) -> 6
     # bottom-left all 5: (2, 0) -> 8; bottom-right {-1, 4 / 4, -1}: the first 4 is (2, 3) -> 11, not (3, 2) -> 14
     np.testing.assert_array_equal(y[0, 0], [[3, 2], [5, 4]])
@@ -73,8 +79,22 @@ def _check_first_max_wins_ties():
     np.testing.assert_array_equal(dx[0, 0], [[1, 0, 0, 0], [0, 0, 1, 0], [1, 0, 0, 1], [0, 0, 0, 0]])
 
 
-def test_ties_first_maximum_in_raster_order_wins():
-    _check_first_max_wins_ties()
+def _check_first_max_wins_ties_overlapping():
+    """Overlapping windows (the generic path): 3 wide, stride 1, over 2 5 5 1 5."""
+    x = jnp.array([[[2.0, 5.0, 5.0, 1.0, 5.0]]])
+    _, switches, dx = _max_pool_vjp(x, jnp.ones((1, 1, 3)), 3, 1)
+    # windows {2,5,5} {5,5,1} {5,1,5}: first maxima at 1, 1, 2; the gradient adds at 1
+    np.testing.assert_array_equal(switches[0, 0], [1, 1, 2])
+    np.testing.assert_array_equal(dx[0, 0], [0, 2, 1, 0, 0])
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_ties_first_maximum_in_raster_order_wins(channels_last):
+    _check_first_max_wins_ties(channels_last)
+
+
+def test_ties_first_maximum_wins_in_overlapping_windows():
+    _check_first_max_wins_ties_overlapping()
 
 
 def test_nan_propagates_and_its_switch_is_the_first_nan():
@@ -153,7 +173,7 @@ def test_switches_match_the_loop_reference_with_ties_nan_and_infinities(data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     x = rng.choice(np.array([-INF, 0.0, 1.0, 2.0, NAN]), size=case.shapes[0], p=[0.1, 0.3, 0.3, 0.25, 0.05])
     y, switches = jax.jit(lambda x: convgrad.max_pool(x, **case.options))(x)
-    expected_y, expected_switches = reference.max_pool(x, **case.options)
+    expected_y, expected_switches = OPS["max_pool"].loop_forward(x, **case.options)  # loops, in the case's layout
     np.testing.assert_array_equal(y, expected_y)  # NaNs in the same places
     np.testing.assert_array_equal(switches, expected_switches)
 
@@ -184,35 +204,45 @@ def test_max_unpool_is_the_adjoint_of_the_gather(data):
 # ---------------------------------------------------------------------------- the two max-pool backward paths
 
 
-def _geometry(shape, window, stride=None, padding=0) -> pooling.PoolGeometry:
-    return pooling.pool_arguments("max_pool", np.zeros(shape), window, stride, padding)[1]
+def _geometry(shape, window, stride=None, padding=0, channel_axis=1) -> pooling.PoolGeometry:
+    return pooling.pool_arguments("max_pool", np.zeros(shape), window, stride, padding, channel_axis)[1]
 
 
 NON_OVERLAPPING = [((2, 3, 9), 2), ((2, 3, 6, 7), (2, 3)), ((1, 2, 5, 4, 7), 2)]
 
 
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channel-first", "channels-last"])
 @pytest.mark.parametrize(("shape", "window"), NON_OVERLAPPING, ids=["1d", "2d", "3d"])
-def test_reshape_backward_equals_the_scatter(shape, window):
-    """Non-overlapping windows (s = k, no padding) take the placement-and-reshape dx; it equals the scatter."""
-    geometry = _geometry(shape, window)
+def test_reshape_backward_equals_the_scatter(shape, window, channels_last):
+    """Tiled windows (s = k, no padding) take the select-and-reshape dx from the saved taps; it equals the scatter."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    axis = 1
+    if channels_last:
+        x, axis = np.moveaxis(x, 1, -1), -1
+    geometry = pooling.pool_arguments("max_pool", x, window, None, 0, axis)[1]
     assert geometry.non_overlapping
-    x = jnp.asarray(np.random.default_rng(0).standard_normal(shape))
-    y = jax.eval_shape(lambda x: convgrad.max_pool(x, window)[0], x)
-    g = jnp.asarray(np.random.default_rng(1).standard_normal(y.shape))
+    x = jnp.asarray(x)
+    y = jax.eval_shape(lambda x: convgrad.max_pool(x, window, channel_axis=axis)[0], x)
+    g = jnp.asarray(rng.standard_normal(y.shape))
 
     @jax.jit
     def both(x, g):
-        _, switches, dx = _max_pool_vjp(x, g, window)
-        return dx, pooling.max_pool_input_grad_tiled(g, switches, geometry), convgrad.max_unpool(g, switches, shape[2:])
+        (_, switches), vjp = jax.vjp(lambda x: convgrad.max_pool(x, window, channel_axis=axis), x)
+        dx = vjp((g, np.zeros(switches.shape, jax.dtypes.float0)))[0]
+        taps = pooling.max_pool_forward(x, geometry)[2]
+        scattered = convgrad.max_unpool(g, switches, geometry.in_spatial, channel_axis=axis)
+        return dx, pooling.max_pool_input_grad_tiled(g, taps, geometry), scattered, taps
 
-    dx, tiled, scattered = both(x, g)
+    dx, tiled, scattered, taps = both(x, g)
+    assert taps.dtype == jnp.uint8  # the compact switches: one byte per output
     np.testing.assert_array_equal(tiled, scattered)
     np.testing.assert_array_equal(dx, tiled)
 
 
-def test_registry_cases_cover_both_backward_paths():
-    paths = {_geometry(case.shapes[0], **case.options).non_overlapping for case in OPS["max_pool"].cases}
-    assert paths == {True, False}
+def test_registry_cases_cover_both_backward_paths_in_both_layouts():
+    geometries = [_geometry(case.shapes[0], **case.options) for case in OPS["max_pool"].cases]
+    assert {(g.non_overlapping, g.channels_last) for g in geometries} == {(a, b) for a in (0, 1) for b in (0, 1)}
 
 
 # ---------------------------------------------------------------------------- integer outputs and inputs under autodiff
@@ -286,15 +316,13 @@ def test_dtypes(dtype):
 # ---------------------------------------------------------------------------- mutation tests
 
 
-def _last_max_tap(taps, real):
+def _last_max_tap(values, axes, index, real=None):
     """Bug: ties go to the LAST maximum in raster order."""
-    n_taps = taps.shape[2]
-    y = jnp.max(taps, axis=2)
-    hit = (taps == y[:, :, None]) | jnp.isnan(taps)
+    y = jnp.max(values, axis=axes)
+    hit = (values == jnp.expand_dims(y, axes)) | jnp.isnan(values)
     if real is not None:
         hit = hit & real
-    index = jnp.arange(n_taps, dtype=jnp.int32).reshape(n_taps, *(1,) * (taps.ndim - 3))
-    return y, jnp.max(jnp.where(hit, index, -1), axis=2)
+    return y, jnp.max(jnp.where(hit, jnp.asarray(index, jnp.int32), -1), axis=axes)
 
 
 def _scatter_set(values, switches, output_size):
@@ -318,18 +346,15 @@ def _input_grad_without_divisor(g, geometry):
     return pooling.spread_to_taps(g, geometry)
 
 
-def _tiled_grad_without_interleave(g, switches, geometry):
-    """Bug: the reshape backward lays the window blocks out without interleaving (i, a) -> i k + a."""
-    batch, channels = g.shape[:2]
-    row, tap_row = pooling._row_major_strides(geometry.in_spatial), pooling._row_major_strides(geometry.window)
-    tap = sum(
-        (switches // r) % size % k * tr for r, size, k, tr in zip(row, geometry.in_spatial, geometry.window, tap_row)
-    )
-    picked = tap[..., None] == jnp.arange(math.prod(geometry.window), dtype=tap.dtype)
-    covered = tuple(o * k for o, k in zip(geometry.out_spatial, geometry.window))
-    dx = jnp.where(picked, g[..., None], 0).reshape(batch, channels, *covered)
-    rest = [(0, i - c, 0) for i, c in zip(geometry.in_spatial, covered)]
-    return jax.lax.pad(dx, jnp.zeros((), g.dtype), [(0, 0, 0), (0, 0, 0), *rest])
+def _tiled_grad_without_interleave(g, taps, geometry):
+    """Bug: the window blocks are laid out one after another ((i, j, a, b)) instead of interleaved ((i, a, j, b))."""
+    axes = pooling.window_axes(geometry)
+    selected = jnp.expand_dims(taps.astype(jnp.int32), axes) == pooling.tap_index(geometry)
+    windows = jnp.where(selected, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype))
+    first, n = geometry.first_spatial_axis, len(geometry.window)
+    positions = [first + 2 * d for d in range(n)]
+    order = [*range(first), *positions, *axes, *range(first + 2 * n, windows.ndim)]
+    return pooling._untile(jnp.transpose(windows, order).reshape(windows.shape), geometry)
 
 
 def _fails(op, index):
@@ -341,8 +366,9 @@ def _fails(op, index):
 def test_mutation_last_maximum_on_ties_is_caught(mutate):
     """The registry's max_pool inputs have no ties (by design, for finite differences): the hand example catches it."""
     mutate(pooling, "first_max_tap", _last_max_tap)
-    with pytest.raises(AssertionError):
-        _check_first_max_wins_ties()
+    for check in (_check_first_max_wins_ties, _check_first_max_wins_ties_overlapping):
+        with pytest.raises(AssertionError):
+            check()
 
 
 def test_mutation_set_instead_of_add_is_caught(mutate):
@@ -378,6 +404,13 @@ X = np.zeros((2, 3, 6, 6), np.float32)
 Y, S = np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32)
 POOL_BAD_INPUTS = [
     ((X, 0), {}, ValueError, "window must be positive, got window=0"),
+    (
+        (X, 2),
+        {"channel_axis": 2},
+        ValueError,
+        r"channel_axis must be 1 \(N, C, \*spatial\) or -1 .* got channel_axis=2",
+    ),
+    ((X, 2), {"channel_axis": True}, ValueError, "got channel_axis=True"),
     ((X, (2, 0)), {}, ValueError, r"window must be an int or 2 ints each >= 1, got window=\(2, 0\)"),
     ((X, (2, 2, 2)), {}, ValueError, r"window must be an int or 2 ints .* got window=\(2, 2, 2\)"),
     ((X, 2.0), {}, TypeError, "window must be an int, got window=2.0"),
@@ -442,6 +475,11 @@ UNPOOL_BAD_INPUTS = [
 def test_bad_unpool_input_raises_a_clear_error(args, error, message):
     with pytest.raises(error, match=r"^max_unpool: " + message):
         convgrad.max_unpool(*args)
+
+
+def test_bad_unpool_channel_axis():
+    with pytest.raises(ValueError, match=r"^max_unpool: channel_axis must be 1 .* got channel_axis=0"):
+        convgrad.max_unpool(Y, S, (6, 6), channel_axis=0)
 
 
 def test_bad_input_raises_under_jit_too():

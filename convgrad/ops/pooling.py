@@ -7,10 +7,24 @@ argument checks. Shape arithmetic lives in :mod:`convgrad.ops.geometry`
 (a pooling window is a convolution kernel of dilation 1, so the output size is
 ``conv_output_size(in, k, s, (lo, hi), 1)``).
 
-Each pooling forward reads the ``K = prod(window)`` taps of every window as
-``K`` strided slices of the padded input (:func:`window_taps`), one per tap
-offset ``t`` in raster order, so everything is vectorized over batch, channels
-and output positions; Python loops run only over the ``K`` taps.
+Two formulations, chosen by the geometry, both hand-derived and both checked
+by the registry:
+
+* windows that tile the input (stride = window, no padding, the usual 2x2/2):
+  each spatial axis is reshaped into ``(out, k)`` (:func:`tile_windows`), so
+  the window is a set of axes; max, first-max tap, average and both backwards
+  are reductions and selects over those axes, with no copies, in either layout.
+  The max-pool backward saves only the window-local tap of each maximum
+  (``uint8``, the compact switch), not the input and not the flat switches;
+* any other geometry (overlap, gaps, padding): the ``K = prod(window)`` taps
+  of every window are ``K`` strided slices of the padded input
+  (:func:`window_taps`), and the max-pool backward is the scatter-add
+  ``max_unpool``. It runs channel-first; a channels-last input is moved there
+  and back.
+
+Layouts: ``channel_axis=1`` (``N, C, *spatial``, the default) or
+``channel_axis=-1`` (``N, *spatial, C``). Switches index the spatial plane the
+same way in both.
 """
 
 from __future__ import annotations
@@ -39,6 +53,7 @@ class PoolGeometry:
     stride: tuple[int, ...]
     padding: tuple[Pair, ...]
     in_spatial: tuple[int, ...]
+    channels_last: bool = False
 
     @property
     def out_spatial(self) -> tuple[int, ...]:
@@ -55,8 +70,12 @@ class PoolGeometry:
 
     @property
     def non_overlapping(self) -> bool:
-        """``s = k`` and no padding: every input element lies in at most one window."""
+        """``s = k`` and no padding: the windows tile the input; every element lies in at most one window."""
         return self.stride == self.window and all(p == (0, 0) for p in self.padding)
+
+    @property
+    def first_spatial_axis(self) -> int:
+        return 1 if self.channels_last else 2
 
 
 # ---------------------------------------------------------------------------- max_pool
@@ -67,6 +86,8 @@ def max_pool(
     window: int | tuple[int, ...],
     stride: int | tuple[int, ...] | None = None,
     padding: int | tuple[int, ...] | tuple[Pair, ...] = 0,
+    *,
+    channel_axis: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
     r"""Max pooling over 1 to 3 spatial dims; returns the maxima ``y`` and their ``switches``.
 
@@ -92,54 +113,103 @@ def max_pool(
 
         dx[n, c, h, w] = sum_{i, j : switches[n, c, i, j] = h W + w} g[n, c, i, j]
 
-    i.e. ``dx = max_unpool(g, switches, (H, W))``, a scatter-add. When no two
-    windows overlap (``s = k``, no padding) the backward places ``g`` by a
-    reshape instead (:func:`max_pool_input_grad_tiled`). ``switches`` is an
-    integer output: it has no gradient (its cotangent is ``float0``, ignored).
+    i.e. ``dx = max_unpool(g, switches, (H, W))``, a scatter-add. When the
+    windows tile the input (``s = k``, no padding) each element has at most one
+    window, and the backward instead selects ``g`` at the saved window-local
+    tap of each maximum over the window axes of a reshape
+    (:func:`max_pool_input_grad_tiled`): no scatter, no flat switches kept.
+    ``switches`` is an integer output: it has no gradient (its cotangent is
+    ``float0``, ignored).
 
     Args:
-      x: input, ``(N, C, *in)`` with 1 to 3 spatial dims. Floating dtype.
+      x: input, ``(N, C, *in)`` (or ``(N, *in, C)`` with ``channel_axis=-1``)
+        with 1 to 3 spatial dims. Floating dtype.
       window: ``k``, an int or one per spatial dim.
       stride: ``s``, an int or one per spatial dim; default ``window``.
       padding: an int, one int per spatial dim, or one ``(lo, hi)`` pair per
         spatial dim, each ``< k`` so that every window holds an input element.
+      channel_axis: ``1`` (channel-first, the default) or ``-1`` (channels-last).
 
     Returns:
-      ``(y, switches)``: ``y`` ``(N, C, *out)`` in ``x``'s dtype and int32
-      ``switches`` of the same shape, with ``out = (in + lo + hi - k) // s + 1``.
+      ``(y, switches)``: ``y`` ``(N, C, *out)`` (or ``(N, *out, C)``) in
+      ``x``'s dtype and int32 ``switches`` of the same shape, with
+      ``out = (in + lo + hi - k) // s + 1``.
     """
-    x, geometry = pool_arguments("max_pool", x, window, stride, padding)
+    x, geometry = pool_arguments("max_pool", x, window, stride, padding, channel_axis)
     return _max_pool(geometry, x)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _max_pool(geometry: PoolGeometry, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    return max_pool_forward(x, geometry)
+    y, switches, _ = max_pool_forward(x, geometry)
+    return y, switches
 
 
 def _max_pool_fwd(geometry, x):
-    """Save only the int32 switches: the gradient needs where each maximum came from, not the input's values."""
-    y, switches = max_pool_forward(x, geometry)
-    return (y, switches), switches
+    """Save only where each maximum came from, never the input's values.
+
+    Tiled windows save the window-local tap (``uint8``: 1 byte per output);
+    other geometries save the int32 switches, which the scatter needs.
+    """
+    y, switches, taps = max_pool_forward(x, geometry)
+    return (y, switches), (taps if geometry.non_overlapping else switches)
 
 
-def _max_pool_bwd(geometry, switches, cotangents):
-    """``dx = max_unpool(g, switches, in)``, or its scatter-free form when no two windows overlap."""
+def _max_pool_bwd(geometry, saved, cotangents):
+    """``dx = max_unpool(g, switches, in)``, or its scatter-free form when the windows tile the input."""
     g, _ = cotangents  # the switches' cotangent is float0: an integer output carries no gradient
     if geometry.non_overlapping:
-        return (max_pool_input_grad_tiled(g, switches, geometry),)
-    return (_max_unpool(geometry.in_spatial, g, switches),)
+        return (max_pool_input_grad_tiled(g, saved, geometry),)
+    return (unpool(g, saved, geometry.in_spatial, geometry.channels_last),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array]:
-    """``(y, switches)``: stack the ``K`` taps of the ``-inf``-padded input, take the max and its first tap."""
-    x_pad = lax.pad(x, jnp.array(-jnp.inf, x.dtype), _spatial_padding(geometry.padding))
+def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """``(y, switches, taps)``: the maxima, their flat switches, and (tiled windows only) their window-local taps."""
+    if geometry.non_overlapping:
+        windows = tile_windows(x, geometry)
+        axes = window_axes(geometry)
+        y, tap = first_max_tap(windows, axes, tap_index(geometry))
+        return y, tap_switches(tap, geometry), tap.astype(_tap_dtype(geometry))
+    x_first = _channels_first(x, geometry)
+    x_pad = lax.pad(x_first, jnp.array(-jnp.inf, x.dtype), _spatial_padding(geometry.padding))
     taps = jnp.stack(window_taps(x_pad, geometry), axis=2)  # (N, C, K, *out)
-    y, tap = first_max_tap(taps, real_taps(geometry))
-    return y, tap_switches(tap, geometry)
+    n_taps = taps.shape[2]
+    y, tap = first_max_tap(taps, (2,), np.arange(n_taps).reshape(n_taps, *(1,) * (taps.ndim - 3)), real_taps(geometry))
+    switches = tap_switches(tap, dataclasses.replace(geometry, channels_last=False))
+    return _channels_back(y, geometry), _channels_back(switches, geometry), None
+
+
+def tile_windows(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``x`` with each spatial axis split into ``(out, k)``: window ``i``'s tap ``t`` is ``[.., i, t, ..]``.
+
+    Only for tiled windows (``s = k``, no padding). The ``in - out k`` trailing
+    samples that no window reaches are cut off first. A reshape: no data moves.
+    """
+    first = geometry.first_spatial_axis
+    n = len(geometry.window)
+    covered = tuple(o * k for o, k in zip(geometry.out_spatial, geometry.window))
+    if covered != geometry.in_spatial:
+        x = lax.slice(x, (0,) * x.ndim, (*x.shape[:first], *covered, *x.shape[first + n :]))
+    split = itertools.chain.from_iterable(zip(geometry.out_spatial, geometry.window))
+    return x.reshape(*x.shape[:first], *split, *x.shape[first + n :])
+
+
+def window_axes(geometry: PoolGeometry) -> tuple[int, ...]:
+    """The axes of :func:`tile_windows`' result that run over the taps of a window (the ``k`` axes)."""
+    return tuple(geometry.first_spatial_axis + 2 * d + 1 for d in range(len(geometry.window)))
+
+
+def tap_index(geometry: PoolGeometry) -> np.ndarray:
+    """Static raster index of every tap, shaped to broadcast against :func:`tile_windows`' result."""
+    index = np.arange(math.prod(geometry.window)).reshape(geometry.window)
+    shape = [1] * (1 + (0 if geometry.channels_last else 1))
+    for k in geometry.window:
+        shape += [1, k]
+    shape += [1] if geometry.channels_last else []
+    return index.reshape(shape)
 
 
 def window_taps(x_pad: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
@@ -152,8 +222,14 @@ def window_taps(x_pad: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
     return taps
 
 
-def first_max_tap(taps: jax.Array, real: np.ndarray | None) -> tuple[jax.Array, jax.Array]:
-    """``(y, t)`` over axis 2 of ``taps`` ``(N, C, K, *out)``: the max, and the FIRST tap in raster order holding it.
+def first_max_tap(
+    values: jax.Array, axes: tuple[int, ...], index: np.ndarray, real: np.ndarray | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """``(y, t)`` over the tap ``axes`` of ``values``: the max, and the FIRST tap in raster order holding it.
+
+    ``index`` numbers the taps in raster order and broadcasts against
+    ``values``; ``real`` (broadcastable too) marks taps that read an input
+    element rather than padding.
 
     Written out rather than left to ``jnp.argmax`` (which in JAX 0.10 also
     returns the first NaN, by a convention of lax's argmax reducer that no
@@ -162,13 +238,12 @@ def first_max_tap(taps: jax.Array, real: np.ndarray | None) -> tuple[jax.Array, 
     (unpadded) taps, so a window of ``-inf`` inputs picks an input element, not
     padding; ``t`` is the smallest hit index. Every window has a real hit.
     """
-    n_taps = taps.shape[2]
-    y = jnp.max(taps, axis=2)
-    hit = (taps == y[:, :, None]) | jnp.isnan(taps)
+    n_taps = int(np.prod([values.shape[a] for a in axes]))
+    y = jnp.max(values, axis=axes)
+    hit = (values == jnp.expand_dims(y, axes)) | jnp.isnan(values)
     if real is not None:
         hit = hit & real
-    index = jnp.arange(n_taps, dtype=jnp.int32).reshape(n_taps, *(1,) * (taps.ndim - 3))
-    return y, jnp.min(jnp.where(hit, index, n_taps), axis=2)
+    return y, jnp.min(jnp.where(hit, jnp.asarray(index, jnp.int32), n_taps), axis=axes)
 
 
 def real_taps(geometry: PoolGeometry) -> np.ndarray | None:
@@ -197,45 +272,53 @@ def tap_switches(tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
     row, tap_row = _row_major_strides(geometry.in_spatial), _row_major_strides(geometry.window)
     grid = np.indices(geometry.out_spatial)
     base = sum((i * s - lo) * r for i, s, (lo, _), r in zip(grid, geometry.stride, geometry.padding, row))
+    if geometry.channels_last:
+        base = base[..., None]
     offset = sum((tap // tr) % k * r for tr, k, r in zip(tap_row, geometry.window, row))
     return (offset + jnp.asarray(base, jnp.int32)).astype(jnp.int32)
 
 
-def max_pool_input_grad_tiled(g: jax.Array, switches: jax.Array, geometry: PoolGeometry) -> jax.Array:
-    """``dx`` for non-overlapping windows (``s = k``, no padding) by placement and reshape instead of a scatter.
+def max_pool_input_grad_tiled(g: jax.Array, taps: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``dx`` for tiled windows (``s = k``, no padding): ``g`` at each window's saved tap, zeros elsewhere.
 
-    Each input element lies in at most one window, so the sum in ``dx`` has
-    at most one term and no two switches coincide. With ``h_d = i_d k_d + t_d``
-    the switch's coordinate along dim ``d``, the tap is ``t_d = h_d mod k_d``;
-    put ``g`` at that tap of a ``(N, C, *out, *window)`` block of zeros::
+    Each input element lies in at most one window, so the sum in ``dx`` has at
+    most one term. In the layout of :func:`tile_windows` (window ``i``, tap
+    ``a`` along each spatial dim)::
 
-        blocks[n, c, i, j, a, b] = g[n, c, i, j] if (a, b) == (t_h, t_w) else 0
+        dx_windows[n, c, i, a, j, b] = g[n, c, i, j] if (a, b) == taps[n, c, i, j] else 0
 
-    interleave ``(i, a) -> h = i k_h + a`` (a transpose and a reshape, the
-    inverse of reading the windows as a reshape of ``x``), and zero-pad the
-    ``in - out k`` trailing rows that no window reached.
+    and the reshape back merges ``(i, a) -> h = i k + a``; the ``in - out k``
+    trailing samples that no window reached get zeros.
     """
-    batch, channels = g.shape[:2]
+    axes = window_axes(geometry)
+    selected = jnp.expand_dims(taps.astype(jnp.int32), axes) == tap_index(geometry)
+    windows = jnp.where(selected, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype))
+    return _untile(windows, geometry)
+
+
+def _untile(windows: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """Inverse of :func:`tile_windows`: merge each ``(out, k)`` pair, then zero-pad the samples no window reached."""
+    first = geometry.first_spatial_axis
     n = len(geometry.window)
-    row, tap_row = _row_major_strides(geometry.in_spatial), _row_major_strides(geometry.window)
-    tap = sum(
-        (switches // r) % size % k * tr for r, size, k, tr in zip(row, geometry.in_spatial, geometry.window, tap_row)
-    )
-    n_taps = math.prod(geometry.window)
-    picked = tap[..., None] == jnp.arange(n_taps, dtype=tap.dtype)
-    blocks = jnp.where(picked, g[..., None], jnp.zeros((), g.dtype))
-    blocks = blocks.reshape(batch, channels, *geometry.out_spatial, *geometry.window)
-    interleaved = (0, 1, *itertools.chain.from_iterable((2 + d, 2 + n + d) for d in range(n)))
     covered = tuple(o * k for o, k in zip(geometry.out_spatial, geometry.window))
-    dx = blocks.transpose(interleaved).reshape(batch, channels, *covered)
-    rest = [(0, i - c, 0) for i, c in zip(geometry.in_spatial, covered)]
-    return lax.pad(dx, jnp.zeros((), g.dtype), [(0, 0, 0), (0, 0, 0), *rest])
+    x = windows.reshape(*windows.shape[:first], *covered, *windows.shape[first + 2 * n :])
+    if covered == geometry.in_spatial:
+        return x
+    edges = [(0, 0, 0)] * x.ndim
+    for d, (size, c) in enumerate(zip(geometry.in_spatial, covered)):
+        edges[first + d] = (0, size - c, 0)
+    return lax.pad(x, jnp.zeros((), x.dtype), edges)
+
+
+def _tap_dtype(geometry: PoolGeometry):
+    """The narrowest unsigned type that holds a tap index: ``uint8`` for windows of up to 256 taps."""
+    return jnp.uint8 if math.prod(geometry.window) <= 256 else jnp.int32
 
 
 # ---------------------------------------------------------------------------- max_unpool
 
 
-def max_unpool(y: ArrayLike, switches: ArrayLike, output_size: Sequence[int]) -> jax.Array:
+def max_unpool(y: ArrayLike, switches: ArrayLike, output_size: Sequence[int], *, channel_axis: int = 1) -> jax.Array:
     r"""Scatter each value of ``y`` to its switch in a zero map of spatial size ``output_size``; coinciding ones ADD.
 
     With ``P = prod(output_size)`` and ``x`` viewed as ``(N, C, P)`` (flat,
@@ -257,35 +340,49 @@ def max_unpool(y: ArrayLike, switches: ArrayLike, output_size: Sequence[int]) ->
     lands nowhere and its gradient is zero. It never spills into another plane.
 
     Args:
-      y: values, ``(N, C, *spatial)`` with 1 to 3 spatial dims. Floating dtype.
+      y: values, ``(N, C, *spatial)`` (or ``(N, *spatial, C)`` with
+        ``channel_axis=-1``) with 1 to 3 spatial dims. Floating dtype.
       switches: integer array of ``y``'s shape: flat indices into each
         ``(n, c)`` plane of the result.
       output_size: the result's spatial size, one positive int per spatial dim
-        of ``y`` (e.g. ``x.shape[2:]`` of the pooled ``x``).
+        of ``y`` (e.g. the spatial shape of the pooled ``x``).
+      channel_axis: ``1`` (channel-first, the default) or ``-1`` (channels-last).
 
     Returns:
-      ``x``, ``(N, C, *output_size)`` in ``y``'s dtype.
+      ``x``, ``(N, C, *output_size)`` (or ``(N, *output_size, C)``) in ``y``'s dtype.
     """
-    y, switches, output_size = unpool_arguments("max_unpool", y, switches, output_size)
-    return _max_unpool(output_size, y, switches)
+    y, switches, output_size, channels_last = unpool_arguments("max_unpool", y, switches, output_size, channel_axis)
+    return _max_unpool(output_size, channels_last, y, switches)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _max_unpool(output_size: tuple[int, ...], y: jax.Array, switches: jax.Array) -> jax.Array:
-    return scatter_to_switches(y, switches, output_size)
+@partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _max_unpool(output_size: tuple[int, ...], channels_last: bool, y: jax.Array, switches: jax.Array) -> jax.Array:
+    return unpool(y, switches, output_size, channels_last)
 
 
-def _max_unpool_fwd(output_size, y, switches):
+def _max_unpool_fwd(output_size, channels_last, y, switches):
     """Save only the switches: the map is linear in ``y``, so its transpose does not need ``y``."""
-    return scatter_to_switches(y, switches, output_size), switches
+    return unpool(y, switches, output_size, channels_last), switches
 
 
-def _max_unpool_bwd(output_size, switches, g):
+def _max_unpool_bwd(output_size, channels_last, switches, g):
     """``(dy, dswitches)``: the gather of the docstring, and ``float0`` zeros for the integer switches."""
-    return gather_at_switches(g, switches), np.zeros(switches.shape, jax.dtypes.float0)
+    if channels_last:
+        dy = jnp.moveaxis(gather_at_switches(jnp.moveaxis(g, -1, 1), jnp.moveaxis(switches, -1, 1)), 1, -1)
+    else:
+        dy = gather_at_switches(g, switches)
+    return dy, np.zeros(switches.shape, jax.dtypes.float0)
 
 
 _max_unpool.defvjp(_max_unpool_fwd, _max_unpool_bwd)
+
+
+def unpool(values: jax.Array, switches: jax.Array, output_size: tuple[int, ...], channels_last: bool) -> jax.Array:
+    """:func:`scatter_to_switches` in either layout (channels-last moves the channel axis there and back)."""
+    if not channels_last:
+        return scatter_to_switches(values, switches, output_size)
+    moved = scatter_to_switches(jnp.moveaxis(values, -1, 1), jnp.moveaxis(switches, -1, 1), output_size)
+    return jnp.moveaxis(moved, 1, -1)
 
 
 def scatter_to_switches(values: jax.Array, switches: jax.Array, output_size: tuple[int, ...]) -> jax.Array:
@@ -322,6 +419,8 @@ def avg_pool(
     window: int | tuple[int, ...],
     stride: int | tuple[int, ...] | None = None,
     padding: int | tuple[int, ...] | tuple[Pair, ...] = 0,
+    *,
+    channel_axis: int = 1,
 ) -> jax.Array:
     r"""Average pooling over 1 to 3 spatial dims; zero padding COUNTS in the mean (PyTorch's ``count_include_pad``).
 
@@ -341,17 +440,21 @@ def avg_pool(
     slice ``x_pad[kh :: s_h, kw :: s_w]``, whose transpose inserts ``s - 1``
     zeros between the samples of ``g`` and shifts them to start at
     ``kh - p_h`` (a ``lax.pad``, see :func:`~convgrad.ops.geometry.tap_grad_padding`);
-    ``dx`` is the sum of the ``K`` shifted copies, over ``K``. Sums of 16-bit
-    inputs accumulate in float32.
+    ``dx`` is the sum of the ``K`` shifted copies, over ``K``. When the windows
+    tile the input (``s = k``, no padding) both directions are a mean over,
+    and a broadcast along, the window axes of a reshape (:func:`tile_windows`).
+    Sums of 16-bit inputs accumulate in float32.
 
     Args:
-      x: input, ``(N, C, *in)`` with 1 to 3 spatial dims. Floating dtype.
-      window, stride, padding: as for :func:`max_pool`.
+      x: input, ``(N, C, *in)`` (or ``(N, *in, C)`` with ``channel_axis=-1``)
+        with 1 to 3 spatial dims. Floating dtype.
+      window, stride, padding, channel_axis: as for :func:`max_pool`.
 
     Returns:
-      ``y``, ``(N, C, *out)`` in ``x``'s dtype, ``out = (in + lo + hi - k) // s + 1``.
+      ``y``, ``(N, C, *out)`` (or ``(N, *out, C)``) in ``x``'s dtype,
+      ``out = (in + lo + hi - k) // s + 1``.
     """
-    x, geometry = pool_arguments("avg_pool", x, window, stride, padding)
+    x, geometry = pool_arguments("avg_pool", x, window, stride, padding, channel_axis)
     return _avg_pool(geometry, x)
 
 
@@ -376,9 +479,12 @@ _avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 def avg_pool_forward(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
     """``y = (1 / K) sum_t x_pad[.., i s + t]``: the ``K`` tap slices of the zero-padded input, summed, over ``K``."""
     wide = x.astype(_accumulation_dtype(x.dtype))
-    x_pad = lax.pad(wide, jnp.zeros((), wide.dtype), _spatial_padding(geometry.padding))
+    if geometry.non_overlapping:
+        total = jnp.sum(tile_windows(wide, geometry), axis=window_axes(geometry))
+        return (total / window_divisor(geometry)).astype(x.dtype)
+    x_pad = lax.pad(_channels_first(wide, geometry), jnp.zeros((), wide.dtype), _spatial_padding(geometry.padding))
     total = sum(window_taps(x_pad, geometry))
-    return (total / window_divisor(geometry)).astype(x.dtype)
+    return _channels_back((total / window_divisor(geometry)).astype(x.dtype), geometry)
 
 
 def window_divisor(geometry: PoolGeometry) -> int:
@@ -389,7 +495,13 @@ def window_divisor(geometry: PoolGeometry) -> int:
 def avg_pool_input_grad(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
     """``dx = (1 / K) sum_t spread(g, t)``: each ``g / K`` back to every tap of its window."""
     wide = g.astype(_accumulation_dtype(g.dtype)) / window_divisor(geometry)
-    return spread_to_taps(wide, geometry).astype(g.dtype)
+    if geometry.non_overlapping:
+        axes = window_axes(geometry)
+        shape = list(wide.shape)
+        for axis, k in zip(axes, geometry.window):
+            shape.insert(axis, k)
+        return _untile(jnp.broadcast_to(jnp.expand_dims(wide, axes), shape), geometry).astype(g.dtype)
+    return _channels_back(spread_to_taps(_channels_first(wide, geometry), geometry), geometry).astype(g.dtype)
 
 
 def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
@@ -414,6 +526,16 @@ def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
 # ---------------------------------------------------------------------------- shared pieces and arguments
 
 
+def _channels_first(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``(N, *spatial, C) -> (N, C, *spatial)`` for a channels-last geometry; otherwise ``x`` itself."""
+    return jnp.moveaxis(x, -1, 1) if geometry.channels_last else x
+
+
+def _channels_back(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """Inverse of :func:`_channels_first`."""
+    return jnp.moveaxis(x, 1, -1) if geometry.channels_last else x
+
+
 def _spatial_padding(padding: tuple[Pair, ...]) -> list[tuple[int, int, int]]:
     """``lax.pad`` configuration: nothing on batch and channels, ``(lo, hi)`` on each spatial dim."""
     return [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in padding)]
@@ -429,15 +551,25 @@ def _accumulation_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def pool_arguments(op, x, window, stride, padding) -> tuple[jax.Array, PoolGeometry]:
+def channels_last_axis(op: str, channel_axis: object, ndim: int) -> bool:
+    """``channel_axis`` is 1 (channel-first) or -1 / ``ndim - 1`` (channels-last); True for channels-last."""
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, int) or channel_axis not in (1, -1, ndim - 1):
+        raise ValueError(
+            f"{op}: channel_axis must be 1 (N, C, *spatial) or -1 (N, *spatial, C), got channel_axis={channel_axis!r}"
+        )
+    return channel_axis != 1
+
+
+def pool_arguments(op, x, window, stride, padding, channel_axis=1) -> tuple[jax.Array, PoolGeometry]:
     """The checked input and the :class:`PoolGeometry` of ``max_pool`` / ``avg_pool``."""
     x = arguments.as_float_array(op, "x", x)
     arguments.ndim_between(op, "x", x, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
+    channels_last = channels_last_axis(op, channel_axis, x.ndim)
     n = x.ndim - 2
     window_tuple = arguments.as_tuple(op, "window", window, n)
     stride_tuple = window_tuple if stride is None else arguments.as_tuple(op, "stride", stride, n)
     pairs = arguments.as_padding(op, padding, n, allow_strings=False)
-    in_spatial = tuple(x.shape[2:])
+    in_spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
     for axis, (k, (lo, hi)) in enumerate(zip(window_tuple, pairs)):
         if lo >= k or hi >= k:
             raise ValueError(
@@ -451,13 +583,14 @@ def pool_arguments(op, x, window, stride, padding) -> tuple[jax.Array, PoolGeome
                 f"{op}: output would be empty along spatial dim {axis}: input size {i} + padding {p} is smaller "
                 f"than the window {k} (x.shape={tuple(x.shape)})"
             )
-    return x, PoolGeometry(window_tuple, stride_tuple, pairs, in_spatial)
+    return x, PoolGeometry(window_tuple, stride_tuple, pairs, in_spatial, channels_last)
 
 
-def unpool_arguments(op, y, switches, output_size) -> tuple[jax.Array, jax.Array, tuple[int, ...]]:
-    """The checked values, switches and output size of ``max_unpool``."""
+def unpool_arguments(op, y, switches, output_size, channel_axis=1) -> tuple[jax.Array, jax.Array, tuple, bool]:
+    """The checked values, switches, output size and layout of ``max_unpool``."""
     y = arguments.as_float_array(op, "y", y)
     arguments.ndim_between(op, "y", y, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
+    channels_last = channels_last_axis(op, channel_axis, y.ndim)
     switches = arguments.as_index_array(op, "switches", switches)
     if switches.shape != y.shape:
         raise ValueError(
@@ -476,4 +609,4 @@ def unpool_arguments(op, y, switches, output_size) -> tuple[jax.Array, jax.Array
         sizes = tuple(arguments.as_int(op, "output_size", size, 1) for size in output_size)
     except (TypeError, ValueError) as error:
         raise type(error)(expected) from None
-    return y, switches, sizes
+    return y, switches, sizes, channels_last
