@@ -1,7 +1,7 @@
 """``convgrad`` / ``python -m convgrad``: the command line.
 
 Subcommands: ``verify`` (check every registry op's VJP four ways), ``train``
-(MNIST on convgrad's VJPs or on autodiff).
+(MNIST on convgrad's VJPs or on autodiff), ``bench`` (convgrad vs jax.grad timings).
 """
 
 from __future__ import annotations
@@ -121,6 +121,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from convgrad import bench
+    from convgrad.files import atomic_write_text
+
+    try:
+        names = bench.select(args.ops)
+    except ValueError as error:
+        raise SystemExit(f"convgrad: {error}") from None
+    report = bench.run(names, rounds=args.rounds, progress=not args.no_progress)
+    print(bench.format_table(report))
+    if args.json is not None:
+        atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        print(f"report written to {args.json}")
+    if args.plot is not None:
+        bench.plot(report, str(args.plot))
+        print(f"plot written to {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convgrad", description="Hand-derived VJPs for convnets, and their checks.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -163,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report here")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
+
+    bench = commands.add_parser(
+        "bench",
+        help="time convgrad's VJPs against jax.grad (and PyTorch, if installed), side by side",
+        description="Per-op forward and VJP times for fixed shapes and the MNIST convnet train step: convgrad vs "
+        "jax.grad of plain lax, and PyTorch when importable. Interleaved rounds, medians, ratios.",
+    )
+    bench.add_argument("--ops", type=_comma_list, default=None, help="benchmarks whose names contain these words")
+    bench.add_argument("--rounds", type=int, default=15, help="timed rounds per benchmark (default 15)")
+    bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
+    bench.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of the ratios (matplotlib)")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
+    bench.set_defaults(handler=_bench)
     return parser
 
 

@@ -1,0 +1,474 @@
+"""Side-by-side timings: convgrad's hand-derived VJPs vs ``jax.grad`` of plain lax (and PyTorch, when importable).
+
+What ``convgrad bench`` runs. Every benchmark compares variants of the same
+computation in one process: each is compiled and warmed up first, then the
+variants are called in turn, round after round (interleaved, so drifts in
+machine load hit all of them alike), and the median of each is reported with
+the ratio ``jax.grad / convgrad`` (> 1: convgrad is faster).
+
+The shapes are fixed here, not tuned to the code: the MNIST convnet's layers
+(batch 128, channels-last) and its train step, and ResNet-style 3x3 layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import convgrad
+from convgrad import autodiff
+from convgrad.models import CHANNELS_LAST, KITS, MODELS, loss_fn
+from convgrad.progress import Progress
+
+
+@dataclasses.dataclass(frozen=True)
+class Benchmark:
+    """One computation in several variants: ``make()`` returns ``{variant: (fn, args)}``; ``fn(*args)`` is timed."""
+
+    name: str
+    group: str  # "op" (forward / VJP of one op) or "step" (a whole train step)
+    make: Callable[[], dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]]
+    description: str
+
+
+def _normal(key: int, shape: Sequence[int], scale: float = 1.0) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(key).standard_normal(shape) * scale, jnp.float32)
+
+
+def _vjp_program(fn: Callable[..., jax.Array], argnums: tuple[int, ...]) -> Callable[..., Any]:
+    """``(args..., g) -> grads``: forward and backward, jit-compiled, as a train step would run them."""
+
+    def run(*args_and_g):
+        *args, g = args_and_g
+        _, vjp = jax.vjp(
+            lambda *d: fn(*[d[argnums.index(i)] if i in argnums else a for i, a in enumerate(args)]),
+            *(args[i] for i in argnums),
+        )
+        return vjp(g)
+
+    return jax.jit(run)
+
+
+def _op_variants(custom, reference, args, argnums, torch_fn=None):
+    """Forward and VJP (forward + backward) of convgrad's op and of its plain-lax twin, on the same arrays."""
+    g = _normal(99, jax.eval_shape(custom, *args).shape)
+    variants = {
+        "convgrad fwd": (jax.jit(custom), args),
+        "jax.grad fwd": (jax.jit(reference), args),
+        "convgrad vjp": (_vjp_program(custom, argnums), (*args, g)),
+        "jax.grad vjp": (_vjp_program(reference, argnums), (*args, g)),
+    }
+    if torch_fn is not None:
+        variants.update(torch_fn(args, g))
+    return variants
+
+
+# ---------------------------------------------------------------------------- PyTorch twins (optional)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_variants(torch_forward, args, g, channels_last_dims):
+    """PyTorch forward and forward+backward of the same computation on the same values (channels-last memory)."""
+    torch = _torch()
+    if torch is None:
+        return {}
+    tensors = []
+    for a, dims in zip(args, channels_last_dims):
+        t = torch.from_numpy(np.array(a))
+        if dims is not None:
+            t = t.permute(*dims).contiguous(memory_format=torch.channels_last)
+        tensors.append(t)
+    grad = torch.from_numpy(np.array(g))
+    if channels_last_dims[0] is not None:
+        grad = grad.permute(*channels_last_dims[0]).contiguous(memory_format=torch.channels_last)
+
+    def forward(*ts):
+        with torch.no_grad():
+            return torch_forward(*ts)
+
+    def forward_backward(*ts):
+        leaves = [t.detach().requires_grad_(True) for t in ts]
+        torch_forward(*leaves).backward(grad)
+        return [t.grad for t in leaves]
+
+    return {"pytorch fwd": (forward, tuple(tensors)), "pytorch vjp": (forward_backward, tuple(tensors))}
+
+
+NHWC_TO_NCHW = (0, 3, 1, 2)
+HWIO_TO_OIHW = (3, 2, 0, 1)
+
+
+def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description=""):
+    def make():
+        x = _normal(0, (batch, size, size, c_in))
+        w = _normal(1, (3, 3, c_in, c_out), (2 / (9 * c_in)) ** 0.5)
+        options = dict(
+            stride=stride, padding="SAME" if stride == 1 else ((1, 1), (1, 1)), dimension_numbers=CHANNELS_LAST
+        )
+        custom = functools.partial(convgrad.conv, **options)
+        reference = functools.partial(autodiff.conv, **options)
+
+        def torch_fn(args, g):
+            torch = _torch()
+            if torch is None:
+                return {}
+            return _torch_variants(
+                lambda x, w: torch.nn.functional.conv2d(x, w, stride=stride, padding=1),
+                args,
+                g,
+                (NHWC_TO_NCHW, HWIO_TO_OIHW),
+            )
+
+        return _op_variants(custom, reference, (x, w), (0, 1), torch_fn)
+
+    return Benchmark(name, "op", make, description)
+
+
+def _pool_benchmark(name, batch, size, channels, window, stride, padding, description=""):
+    def make():
+        x = _normal(0, (batch, size, size, channels))
+        custom = lambda x: convgrad.max_pool(x, window, stride, padding, channel_axis=-1)[0]
+        reference = lambda x: autodiff.max_pool(x, window, stride, padding, channel_axis=-1)
+
+        def torch_fn(args, g):
+            torch = _torch()
+            if torch is None:
+                return {}
+            return _torch_variants(
+                lambda x: torch.nn.functional.max_pool2d(x, window, stride, padding), args, g, (NHWC_TO_NCHW,)
+            )
+
+        return _op_variants(custom, reference, (x,), (0,), torch_fn)
+
+    return Benchmark(name, "op", make, description)
+
+
+def _dense_benchmark(name, batch, n_in, n_out, description=""):
+    def make():
+        x, w, b = _normal(0, (batch, n_in)), _normal(1, (n_in, n_out), n_in**-0.5), _normal(2, (n_out,))
+
+        def torch_fn(args, g):
+            torch = _torch()
+            if torch is None:
+                return {}
+            return _torch_variants(lambda x, w, b: torch.addmm(b, x, w), args, g, (None, None, None))
+
+        return _op_variants(convgrad.dense, autodiff.dense, (x, w, b), (0, 1, 2), torch_fn)
+
+    return Benchmark(name, "op", make, description)
+
+
+def _relu_benchmark(name, shape, description=""):
+    def make():
+        return _op_variants(convgrad.relu, autodiff.relu, (_normal(0, shape),), (0,))
+
+    return Benchmark(name, "op", make, description)
+
+
+def _cross_entropy_benchmark(name, batch, classes, description=""):
+    def make():
+        labels = jnp.asarray(np.random.default_rng(3).integers(0, classes, batch), jnp.int32)
+        custom = lambda z: convgrad.softmax_cross_entropy(z, labels)
+        reference = lambda z: autodiff.softmax_cross_entropy(z, labels)
+        return _op_variants(custom, reference, (_normal(0, (batch, classes)),), (0,))
+
+    return Benchmark(name, "op", make, description)
+
+
+# ---------------------------------------------------------------------------- the MNIST convnet train step
+
+
+def _cnn_nchw_loss(params, images, labels):
+    """The same convnet in channel-first layout, plain lax: the other layout jax.grad's step may prefer."""
+    h = images[:, None]
+    for name in ("conv0", "conv1"):
+        w = jnp.transpose(params[name]["w"], HWIO_TO_OIHW)
+        h = autodiff.relu(autodiff.conv(h, w, params[name]["b"], padding="SAME"))
+        h = autodiff.max_pool(h, 2)
+    h = autodiff.relu(autodiff.dense(h.reshape(h.shape[0], -1), params["dense0"]["w"], params["dense0"]["b"]))
+    logits = autodiff.dense(h, params["dense1"]["w"], params["dense1"]["b"])
+    return jnp.mean(autodiff.softmax_cross_entropy(logits, labels))
+
+
+def _train_step(loss, optimizer):
+    def step(params, opt_state, images, labels):
+        value, grads = jax.value_and_grad(loss)(params, images, labels)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    return jax.jit(step)
+
+
+def _step_benchmark(batch: int = 128) -> Benchmark:
+    def make():
+        model = MODELS["cnn"]
+        params = model.init(jax.random.key(0))
+        images = _normal(0, (batch, 28, 28))
+        labels = jnp.asarray(np.random.default_rng(1).integers(0, 10, batch), jnp.int32)
+        optimizer = optax.adam(1e-3)
+        opt_state = optimizer.init(params)
+        args = (params, opt_state, images, labels)
+        variants = {
+            "convgrad step": (_train_step(loss_fn(model, KITS["custom"]), optimizer), args),
+            "jax.grad step (NHWC)": (_train_step(loss_fn(model, KITS["autodiff"]), optimizer), args),
+            "jax.grad step (NCHW)": (_train_step(_cnn_nchw_loss, optimizer), args),
+        }
+        variants.update(_torch_step_variants(params, images, labels))
+        return variants
+
+    return Benchmark(
+        f"mnist cnn train step, batch {batch}", "step", make, "conv-relu-pool x2, dense 256, dense 10, Adam"
+    )
+
+
+def _torch_step_variants(params, images, labels):
+    """PyTorch's step for the same net and values (Adam), in channels-last and contiguous memory formats."""
+    torch = _torch()
+    if torch is None:
+        return {}
+    variants = {}
+    for memory in ("channels_last", "contiguous"):
+        net = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(32, 64, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Flatten(),
+            torch.nn.Linear(3136, 256),
+            torch.nn.ReLU(),
+            torch.nn.Linear(256, 10),
+        )
+        x = torch.from_numpy(np.array(images))[:, None]
+        if memory == "channels_last":
+            net = net.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.from_numpy(np.array(labels)).long()
+        optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+
+        def step(net=net, x=x, y=y, optimizer=optimizer):
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        variants[f"pytorch step ({memory})"] = (step, ())
+    return variants
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in (
+        _step_benchmark(),
+        _conv_benchmark("conv 1->32 3x3, 28x28, batch 128", 128, 28, 1, 32, description="MNIST conv 1"),
+        _conv_benchmark("conv 32->64 3x3, 14x14, batch 128", 128, 14, 32, 64, description="MNIST conv 2"),
+        _conv_benchmark("conv 64->64 3x3, 56x56, batch 32", 32, 56, 64, 64, description="ResNet stage 1"),
+        _conv_benchmark("conv 128->128 3x3, 28x28, batch 32", 32, 28, 128, 128, description="ResNet stage 2"),
+        _conv_benchmark(
+            "conv 64->128 3x3 stride 2, 56x56, batch 32", 32, 56, 64, 128, stride=2, description="ResNet downsampling"
+        ),
+        _pool_benchmark("max_pool 2x2, 28x28x32, batch 128", 128, 28, 32, 2, 2, 0, description="MNIST pool 1"),
+        _pool_benchmark("max_pool 2x2, 14x14x64, batch 128", 128, 14, 64, 2, 2, 0, description="MNIST pool 2"),
+        _pool_benchmark(
+            "max_pool 3x3 stride 2 pad 1, 112x112x64, batch 8", 8, 112, 64, 3, 2, 1, description="ResNet stem"
+        ),
+        _dense_benchmark("dense 3136->256, batch 128", 128, 3136, 256, description="MNIST dense 1"),
+        _relu_benchmark("relu, 128x28x28x32", (128, 28, 28, 32), description="MNIST relu 1"),
+        _cross_entropy_benchmark("softmax_cross_entropy, 128x10", 128, 10, description="MNIST loss"),
+    )
+}
+
+
+def _block(result):
+    return jax.block_until_ready(result) if not _is_torch(result) else result
+
+
+def _is_torch(result) -> bool:
+    module = type(result).__module__ if not isinstance(result, (list, tuple)) else type(result[0]).__module__
+    return module.startswith("torch")
+
+
+def time_variants(variants: dict[str, tuple[Callable, tuple]], rounds: int, warmup: int = 2) -> dict[str, list[float]]:
+    """Seconds per call of each variant: ``warmup`` untimed calls each, then ``rounds`` interleaved timed rounds."""
+    for fn, args in variants.values():
+        for _ in range(warmup):
+            _block(fn(*args))
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (fn, args) in variants.items():
+            start = time.perf_counter()
+            _block(fn(*args))
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def run(names: Sequence[str] | None = None, *, rounds: int = 15, progress: bool = True) -> dict[str, Any]:
+    """Run the chosen benchmarks; the report holds every variant's median, its samples, and the ratios."""
+    chosen = list(BENCHMARKS) if names is None else list(names)
+    unknown = [n for n in chosen if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"bench: unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
+    results = []
+    with Progress(len(chosen), "bench", enabled=progress, unit="benchmarks") as bar:
+        for name in chosen:
+            benchmark = BENCHMARKS[name]
+            times = time_variants(benchmark.make(), rounds)
+            medians = {variant: statistics.median(samples) for variant, samples in times.items()}
+            results.append(
+                {
+                    "name": name,
+                    "group": benchmark.group,
+                    "description": benchmark.description,
+                    "median_ms": {v: m * 1e3 for v, m in medians.items()},
+                    "samples_ms": {v: [t * 1e3 for t in s] for v, s in times.items()},
+                    "ratios": _ratios(medians),
+                }
+            )
+            bar.update(1, note=name)
+    report = {"machine": machine(), "rounds": rounds, "results": results}
+    if any(BENCHMARKS[name].group == "step" for name in chosen):
+        report["step_memory"] = step_memory()
+    return report
+
+
+def _ratios(medians: dict[str, float]) -> dict[str, float]:
+    """``jax.grad / convgrad`` (and ``pytorch / convgrad``) for each pair present; > 1 means convgrad is faster."""
+    ratios = {}
+    for kind in ("fwd", "vjp", "step"):
+        ours = medians.get(f"convgrad {kind}")
+        if ours is None:
+            continue
+        theirs = {v: m for v, m in medians.items() if not v.startswith("convgrad") and v.split(" ")[1] == kind}
+        for variant, median in theirs.items():
+            ratios[f"{variant} / convgrad {kind}"] = median / ours
+    return ratios
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    info = {
+        "platform": platform.platform(),
+        "processor": _cpu_name(),
+        "cpus": _cpu_count(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "backend": jax.default_backend(),
+    }
+    torch = _torch()
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Medians (ms) per benchmark and variant, and the speed ratios, as text."""
+    lines = [f"{report['machine']['processor']}, {report['machine']['cpus']} cpus, jax {report['machine']['jax']}"]
+    for result in report["results"]:
+        lines.append(f"{result['name']}  ({result['description']})")
+        for variant, median in result["median_ms"].items():
+            lines.append(f"  {variant:28s} {median:9.2f} ms")
+        for label, ratio in result["ratios"].items():
+            lines.append(f"  {label:48s} {ratio:6.2f}x")
+    for variant, stats in report.get("step_memory", {}).items():
+        peak, temporaries = stats["peak_bytes"] / 2**20, stats["temp_bytes"] / 2**20
+        lines.append(f"peak memory of {variant}: {peak:.1f} MiB (temporaries {temporaries:.1f} MiB)")
+    return "\n".join(lines)
+
+
+def step_memory(batch: int = 128) -> dict[str, dict[str, int]]:
+    """XLA's memory analysis of each compiled train step: arguments, outputs, temporaries (bytes)."""
+    memory = {}
+    for variant, (fn, args) in _step_benchmark(batch).make().items():
+        if variant.startswith("pytorch"):
+            continue
+        stats = fn.lower(*args).compile().memory_analysis()
+        memory[variant] = {
+            "argument_bytes": stats.argument_size_in_bytes,
+            "output_bytes": stats.output_size_in_bytes,
+            "temp_bytes": stats.temp_size_in_bytes,
+            "peak_bytes": stats.argument_size_in_bytes
+            + stats.output_size_in_bytes
+            + stats.temp_size_in_bytes
+            - stats.alias_size_in_bytes,
+        }
+    return memory
+
+
+def select(tokens: Sequence[str] | None) -> list[str]:
+    """Benchmark names containing any of ``tokens`` (e.g. ``conv``, ``max_pool``, ``step``); all when None."""
+    if not tokens:
+        return list(BENCHMARKS)
+    chosen = [name for name in BENCHMARKS if any(token in name for token in tokens)]
+    if not chosen:
+        raise ValueError(f"bench: no benchmark matches {list(tokens)}; known: {list(BENCHMARKS)}")
+    return chosen
+
+
+def plot(report: dict[str, Any], path: str) -> None:
+    """Bar chart of ``jax.grad / convgrad`` (and PyTorch / convgrad) per benchmark; needs matplotlib."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for result in report["results"]:
+        kind = "step" if result["group"] == "step" else "vjp"
+        for label, ratio in result["ratios"].items():
+            if label.endswith(f"convgrad {kind}"):
+                rows.append((result["name"], label.split(" / ")[0], ratio))
+    names = list(dict.fromkeys(r[0] for r in rows))
+    variants = list(dict.fromkeys(r[1] for r in rows))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
+    height = 0.8 / max(len(variants), 1)
+    for k, variant in enumerate(variants):
+        ys = [names.index(n) + k * height for n, v, _ in rows if v == variant]
+        xs = [r for _, v, r in rows if v == variant]
+        ax.barh(ys, xs, height=height, label=f"{variant} / convgrad")
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("time ratio (> 1: convgrad faster); VJP = forward + backward")
+    ax.set_title(f"convgrad vs jax.grad and PyTorch, {report['machine']['processor']}, jax {report['machine']['jax']}")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
