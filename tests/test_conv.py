@@ -200,3 +200,38 @@ def test_bad_input_raises_a_clear_error(args, kwargs, error, message):
     if len(arrays) == len(args):
         with pytest.raises(error, match=re.escape("conv: ")):
             jax.jit(lambda *a: convgrad.conv(*a, **kwargs))(*args)
+
+
+def _convolutions_in_weight_gradient(x_shape, w_shape, backward):
+    """How many convolutions XLA runs for dL/dw (dL/dx is not asked for, so its convolution is dropped)."""
+    x, w = jnp.ones(x_shape, jnp.float32), jnp.ones(w_shape, jnp.float32)
+    grad = jax.jit(jax.grad(lambda w: jnp.sum(convgrad.conv(x, w, padding=1, backward=backward) ** 2)))
+    return grad.lower(w).compile().as_text().count(" convolution(")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the im2col weight gradient is chosen on CPU only")
+def test_auto_backward_uses_im2col_on_cpu_for_few_channels():
+    """With one input channel "auto" computes dw as a matrix product (only the forward stays a convolution)."""
+    assert _convolutions_in_weight_gradient((4, 1, 10, 10), (8, 1, 3, 3), "auto") == 1
+    assert _convolutions_in_weight_gradient((4, 1, 10, 10), (8, 1, 3, 3), "im2col") == 1
+    assert _convolutions_in_weight_gradient((4, 1, 10, 10), (8, 1, 3, 3), "textbook") == 2
+    # 8 channels x 9 taps = 72 patch rows: the textbook convolution is faster there
+    assert _convolutions_in_weight_gradient((4, 8, 10, 10), (8, 8, 3, 3), "auto") == 2
+
+
+def test_backward_formulations_agree():
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((6, 1, 3, 2))
+    options = dict(stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1), groups=3)
+
+    def weight_grad(backward):
+        return jax.grad(lambda w: jnp.sum(jnp.sin(convgrad.conv(x, w, backward=backward, **options))))(w)
+
+    grads = {backward: weight_grad(backward) for backward in ("textbook", "im2col", "auto")}
+    np.testing.assert_allclose(grads["im2col"], grads["textbook"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(grads["auto"], grads["textbook"], rtol=1e-12, atol=1e-12)
+
+
+def test_unknown_backward_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"^conv: backward='fast' is not one of \['auto', 'im2col', 'textbook'\]"):
+        convgrad.conv(X, W, backward="fast")

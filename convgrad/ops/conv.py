@@ -10,10 +10,13 @@ Read top to bottom: the public ``conv``, its forward (what it saves), its backwa
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
@@ -41,6 +44,7 @@ class ConvGeometry:
     dilation: tuple[int, ...]
     groups: int
     dn: lax.ConvDimensionNumbers
+    backward: str = "auto"
 
 
 def conv(
@@ -53,6 +57,7 @@ def conv(
     dilation: int | tuple[int, ...] = 1,
     groups: int = 1,
     dimension_numbers: tuple[str, str, str] | None = None,
+    backward: str = "auto",
 ) -> jax.Array:
     r"""Multi-channel N-d convolution ``y = x * w + b`` (a cross-correlation, as in lax and PyTorch).
 
@@ -99,12 +104,23 @@ def conv(
         ``NCHW``/``OIHW``, ``NCDHW``/``OIDHW``) or lax's strings, e.g.
         ``("NHWC", "HWIO", "NHWC")``. Per-dim arguments follow the kernel's
         spatial order.
+      backward: which hand-derived formulation computes the weight gradient
+        (both give the formula above and both are verified):
+        ``"textbook"``, the correlation as one lax convolution
+        (:func:`conv_weight_grad`); ``"im2col"``, one matrix product over
+        explicit patches (:func:`conv_weight_grad_im2col`), much faster on CPU
+        when a group's patch has few rows; ``"auto"`` (default) picks
+        ``"im2col"`` on CPU when ``C/G * prod(k) <= 32`` (a first layer on
+        grayscale or RGB images) and ``"textbook"`` otherwise and on GPU/TPU.
 
     Returns:
       ``y``, ``(N, O, *out)`` in the output layout, with
       ``out = (in + lo + hi - d (k - 1) - 1) // s + 1`` per spatial dim.
     """
     x, w, b, geometry = conv_arguments("conv", x, w, b, stride, padding, dilation, groups, dimension_numbers)
+    if backward not in CONV_BACKWARDS:
+        raise ValueError(f"conv: backward={backward!r} is not one of {sorted(CONV_BACKWARDS)}")
+    geometry = dataclasses.replace(geometry, backward=backward)
     return _conv(geometry, x, w, b)
 
 
@@ -124,7 +140,7 @@ def _conv_bwd(geometry, residuals, g):
     in_spatial = tuple(x.shape[a] for a in geometry.dn.lhs_spec[2:])
     kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
     x_grad = conv_input_grad(g, w, geometry, in_spatial)
-    w_grad = conv_weight_grad(x, g, geometry, kernel_spatial)
+    w_grad = CONV_BACKWARDS[geometry.backward](x, g, geometry, kernel_spatial)
     b_grad = None if b is None else conv_bias_grad(g, geometry).astype(b.dtype)
     return x_grad, w_grad, b_grad
 
@@ -226,6 +242,65 @@ def conv_weight_grad(x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_
         dimension_numbers=lax.ConvDimensionNumbers(swap(dn.lhs_spec), swap(dn.out_spec), swap(dn.rhs_spec)),
         batch_group_count=geometry.groups,
     )
+
+
+def conv_weight_grad_im2col(
+    x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
+) -> jax.Array:
+    """``dw``: the same sum as :func:`conv_weight_grad`, as one matrix product over explicit patches.
+
+    For each kernel tap ``k`` the strided slice of the padded input that tap
+    reads, ``x_pad[c, n, *(i s + k d)]``, is one row block of the patch matrix
+    ``cols[(c', k), (n, *i)]`` (``C/G * prod(k)`` rows per group, one column per
+    output position); then per group
+
+        dw[(c', k), o'] = sum_{(n, *i)} cols[(c', k), (n, *i)] g[(n, *i), o']
+
+    is a single GEMM contracting all ``N * prod(out)`` positions at once, in
+    place of a convolution whose "kernel" is the whole cotangent. It pays when
+    ``cols`` is small (few input channels): a first layer on grayscale or RGB
+    images. It copies ``C/G * prod(k)`` slices of the input, so for wide layers
+    the textbook convolution is faster (see ``docs/performance.md``).
+    """
+    dn, groups = geometry.dn, geometry.groups
+    x_cn = jnp.transpose(x, (dn.lhs_spec[1], dn.lhs_spec[0], *dn.lhs_spec[2:]))  # (C, N, *in)
+    x_pad = lax.pad(x_cn, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in geometry.padding)])
+    g_last = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1]))  # (N, *out, O)
+    out_spatial = g_last.shape[1:-1]
+    taps = []
+    for tap in itertools.product(*map(range, kernel_spatial)):
+        start = tuple(t * d for t, d in zip(tap, geometry.dilation))
+        limit = tuple(b + (o - 1) * s + 1 for b, o, s in zip(start, out_spatial, geometry.stride))
+        taps.append(lax.slice(x_pad, (0, 0, *start), (*x_pad.shape[:2], *limit), (1, 1, *geometry.stride)))
+    channels, positions = x_cn.shape[0], math.prod(g_last.shape[:-1])
+    cols = jnp.stack(taps, axis=1).reshape(groups, channels // groups * len(taps), positions)  # rows (c', k)
+    g_groups = g_last.reshape(positions, groups, g_last.shape[-1] // groups)
+    dw = lax.dot_general(cols, g_groups, (((2,), (0,)), ((0,), (1,))))  # (G, C/G * prod(k), O/G)
+    dw = dw.reshape(groups, channels // groups, *kernel_spatial, -1)
+    dw = jnp.moveaxis(dw, -1, 1).reshape(-1, channels // groups, *kernel_spatial)  # (O, C/G, *k)
+    return jnp.transpose(dw, np.argsort(dn.rhs_spec))  # laid out like w
+
+
+def conv_weight_grad_auto(
+    x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
+) -> jax.Array:
+    """``im2col`` on CPU when a group's patch has at most 32 rows; the textbook convolution otherwise and elsewhere."""
+    rows = x.shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial)
+    if rows > IM2COL_MAX_ROWS:
+        return conv_weight_grad(x, g, geometry, kernel_spatial)
+    return lax.platform_dependent(
+        x,
+        g,
+        cpu=lambda x, g: conv_weight_grad_im2col(x, g, geometry, kernel_spatial),
+        default=lambda x, g: conv_weight_grad(x, g, geometry, kernel_spatial),
+    )
+
+
+# Measured on a 2-core CPU (docs/performance.md): patches of 9 and 27 rows win 2-3x over
+# the textbook convolution, 72 rows and more lose.
+IM2COL_MAX_ROWS = 32
+
+CONV_BACKWARDS = {"auto": conv_weight_grad_auto, "textbook": conv_weight_grad, "im2col": conv_weight_grad_im2col}
 
 
 def conv_bias_grad(g: jax.Array, geometry: ConvGeometry) -> jax.Array:
