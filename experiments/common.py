@@ -38,6 +38,8 @@ import convgrad
 from convgrad import data as mnist_data
 from convgrad.train import Dataset, epoch_permutation
 
+matplotlib.rcParams["image.interpolation"] = "nearest"  # one block per array element, nothing smoothed
+
 DEFAULT_OUT = Path("experiments") / "results"
 FIGURE_DPI = 100
 

@@ -250,6 +250,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         rule: crop(projection, layer, unit_rows, unit_cols, 0.0)
                         for rule, projection in projections.items()
                     },
+                    # the strongest of them, uncropped, for the overview figure
+                    "first_image": images[top[0]],
+                    "first_projections": {rule: projection[0] for rule, projection in projections.items()},
+                    "first_field": (
+                        receptive_field(layer, int(unit_rows[0])),
+                        receptive_field(layer, int(unit_cols[0])),
+                    ),
                 }
             )
         layers.append(rows)
@@ -258,6 +265,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.write_json(args.out, NAME, results)
     for layer, rows in enumerate(layers):
         plot_layer(layer, rows, results, args.out)
+    plot_overview(layers, results, args.out)
     return results
 
 
@@ -308,23 +316,31 @@ def summarize(args, source, test_accuracy, history, layers) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- figures
 
 
+GAP = "0.6"  # the grey between tiles
+
+
 def plot_layer(layer: int, rows: list[dict[str, Any]], results: dict[str, Any], out) -> None:
+    """One row per feature map: its top patches, then their projections by each rule, as mosaics."""
     top = len(rows[0]["images"])
     columns = int(np.ceil(np.sqrt(top)))
-    titles = ("top-activating input patches", *(f"{rule}" for rule in RULES))
-    fig, axes = common.plt.subplots(len(rows), 4, figsize=(10, 2.35 * len(rows) + 1.2), squeeze=False)
-    gray = common.plt.get_cmap("gray_r").with_extremes(bad="#d08c00")
-    diverging = common.plt.get_cmap("RdBu_r").with_extremes(bad="#d08c00")
+    size = rows[0]["patches"].shape[-1]
+    zoom = max(1, 24 // size)  # small fields drawn larger, so the 1-pixel gaps stay thin
+    titles = ("top-activating input patches", *RULES)
+    fig, axes = common.plt.subplots(len(rows), 4, figsize=(10, 2.35 * len(rows) + 1.4), squeeze=False)
+    gray = common.plt.get_cmap("gray_r").with_extremes(bad=GAP)
+    diverging = common.plt.get_cmap("RdBu_r").with_extremes(bad=GAP)
     for r, row in enumerate(rows):
         blocks = [row["patches"]] + [row["projections"][rule] for rule in RULES]
         for c, tiles in enumerate(blocks):
             ax = axes[r, c]
+            large = np.kron(tiles, np.ones((1, zoom, zoom), np.float32))
             if c == 0:
-                sheet = common.mosaic(tiles, columns)
-                ax.imshow(sheet, cmap=gray, vmin=float(np.min(tiles)), vmax=float(np.max(tiles)))
+                ax.imshow(
+                    common.mosaic(large, columns), cmap=gray, vmin=float(np.min(tiles)), vmax=float(np.max(tiles))
+                )
             else:  # each tile on its own symmetric scale: its largest |value| is full colour
                 scale = np.maximum(np.abs(tiles).reshape(len(tiles), -1).max(1), 1e-30)[:, None, None]
-                ax.imshow(common.mosaic(tiles / scale, columns), cmap=diverging, vmin=-1, vmax=1)
+                ax.imshow(common.mosaic(large / scale, columns), cmap=diverging, vmin=-1, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
@@ -333,17 +349,53 @@ def plot_layer(layer: int, rows: list[dict[str, Any]], results: dict[str, Any], 
     info = results["layers"][layer]
     cos = info["cosine_with_input_patch"]
     fig.suptitle(
-        f"conv{layer + 1}: the {top} strongest activations of {len(rows)} feature maps (test set), "
-        "projected to pixels\n"
-        f"receptive field {info['receptive_field']}x{info['receptive_field']} pixels; "
+        f"conv{layer + 1}: the {top} strongest activations of {len(rows)} feature maps on the test set, "
+        f"projected to pixels (receptive field {size}x{size})\n"
         "projections: each tile scaled to its own max |value|, red > 0 > blue\n"
-        "cosine with the input strokes: " + ", ".join(f"{k} {v:.2f}" for k, v in cos.items()) + "; "
-        f"explicit unpool/rectify/conv_transpose = vjp(rule='deconvnet') "
+        "mean cosine with the input strokes: " + ", ".join(f"{k} {v:.2f}" for k, v in cos.items()) + "\n"
+        "asserted: explicit unpool/rectify/conv_transpose = vjp with relu(rule='deconvnet') "
         f"(max rel. error {info['explicit_vs_vjp_max_relative_error']:.0e})",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.85 / fig.get_figheight()))
     common.save_figure(fig, out, f"{NAME}_conv{layer + 1}")
+
+
+def plot_overview(layers: list[list[dict[str, Any]]], results: dict[str, Any], out, per_layer: int = 2) -> None:
+    """Whole 28x28 images: the strongest activation of the first feature maps of each layer, by each rule."""
+    rows = [(layer, row) for layer, layer_rows in enumerate(layers) for row in layer_rows[:per_layer]]
+    fig, axes = common.plt.subplots(len(rows), 4, figsize=(8.2, 2.05 * len(rows) + 0.9), squeeze=False)
+    for r, (layer, row) in enumerate(rows):
+        (top, bottom), (left, right) = row["first_field"]
+        axes[r, 0].imshow(row["first_image"], cmap="gray_r")
+        axes[r, 0].add_patch(
+            common.plt.Rectangle(
+                (left - 0.5, top - 0.5),
+                right - left + 1,
+                bottom - top + 1,
+                fill=False,
+                edgecolor="tab:red",
+                linewidth=1.5,
+            )
+        )
+        axes[r, 0].set_ylabel(f"conv{layer + 1}\nfeature {row['feature']}", fontsize=10)
+        for c, rule in enumerate(RULES, start=1):
+            projection = row["first_projections"][rule]
+            scale = max(float(np.max(np.abs(projection))), 1e-30)
+            axes[r, c].imshow(projection / scale, cmap="RdBu_r", vmin=-1, vmax=1)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    for c, title in enumerate(("test image, receptive field", *RULES)):
+        axes[0, c].set_title(title, fontsize=10)
+    fig.suptitle(
+        "One activation projected back to the whole image by the three backward rules\n"
+        "(the test image that excites the feature map most; each projection scaled to its max |value|, "
+        "red > 0 > blue)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    common.save_figure(fig, out, f"{NAME}_overview")
 
 
 if __name__ == "__main__":
