@@ -33,6 +33,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
+import PIL.Image
 
 import convgrad
 from convgrad import data as mnist_data
@@ -223,13 +224,22 @@ def _jsonable(value: Any) -> Any:
     return array.item() if array.ndim == 0 else array.tolist()
 
 
-def save_figure(fig: matplotlib.figure.Figure, out: Path, name: str) -> Path:
-    """Save ``fig`` as ``out/name.png`` at :data:`FIGURE_DPI` and close it."""
+def save_figure(fig: matplotlib.figure.Figure, out: Path, name: str, *, palette: bool = False) -> Path:
+    """Save ``fig`` as ``out/name.png`` at :data:`FIGURE_DPI` and close it.
+
+    ``palette`` stores it as a 256-colour palette PNG (about 3x smaller). Meant
+    for figures drawn with few colours (discrete colour maps), where the merged
+    colours are only shades of anti-aliased text.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{name}.png"
     fig.savefig(path, dpi=FIGURE_DPI, bbox_inches="tight")
     plt.close(fig)
+    if palette:
+        with PIL.Image.open(path) as image:
+            rgb = image.convert("RGB")
+        rgb.quantize(256, method=PIL.Image.Quantize.MEDIANCUT, dither=PIL.Image.Dither.NONE).save(path, optimize=True)
     return path
 
 

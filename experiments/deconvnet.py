@@ -317,6 +317,7 @@ def summarize(args, source, test_accuracy, history, layers) -> dict[str, Any]:
 
 
 GAP = "0.6"  # the grey between tiles
+LEVELS = 33  # colours per map (odd: 0 is exactly white); the mosaics stay small PNGs
 
 
 def plot_layer(layer: int, rows: list[dict[str, Any]], results: dict[str, Any], out) -> None:
@@ -326,9 +327,11 @@ def plot_layer(layer: int, rows: list[dict[str, Any]], results: dict[str, Any], 
     size = rows[0]["patches"].shape[-1]
     zoom = max(1, 24 // size)  # small fields drawn larger, so the 1-pixel gaps stay thin
     titles = ("top-activating input patches", *RULES)
-    fig, axes = common.plt.subplots(len(rows), 4, figsize=(10, 2.35 * len(rows) + 1.4), squeeze=False)
-    gray = common.plt.get_cmap("gray_r").with_extremes(bad=GAP)
-    diverging = common.plt.get_cmap("RdBu_r").with_extremes(bad=GAP)
+    fig, axes = common.plt.subplots(
+        len(rows), 4, figsize=(10, 2.45 * len(rows) + 1.0), squeeze=False, layout="compressed"
+    )
+    gray = common.plt.get_cmap("gray_r", LEVELS).with_extremes(bad=GAP)
+    diverging = common.plt.get_cmap("RdBu_r", LEVELS).with_extremes(bad=GAP)
     for r, row in enumerate(rows):
         blocks = [row["patches"]] + [row["projections"][rule] for rule in RULES]
         for c, tiles in enumerate(blocks):
@@ -357,14 +360,15 @@ def plot_layer(layer: int, rows: list[dict[str, Any]], results: dict[str, Any], 
         f"(max rel. error {info['explicit_vs_vjp_max_relative_error']:.0e})",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.85 / fig.get_figheight()))
-    common.save_figure(fig, out, f"{NAME}_conv{layer + 1}")
+    common.save_figure(fig, out, f"{NAME}_conv{layer + 1}", palette=True)
 
 
 def plot_overview(layers: list[list[dict[str, Any]]], results: dict[str, Any], out, per_layer: int = 2) -> None:
     """Whole 28x28 images: the strongest activation of the first feature maps of each layer, by each rule."""
     rows = [(layer, row) for layer, layer_rows in enumerate(layers) for row in layer_rows[:per_layer]]
-    fig, axes = common.plt.subplots(len(rows), 4, figsize=(8.2, 2.05 * len(rows) + 0.9), squeeze=False)
+    fig, axes = common.plt.subplots(
+        len(rows), 4, figsize=(8.2, 2.05 * len(rows) + 0.9), squeeze=False, layout="compressed"
+    )
     for r, (layer, row) in enumerate(rows):
         (top, bottom), (left, right) = row["first_field"]
         axes[r, 0].imshow(row["first_image"], cmap="gray_r")
@@ -382,7 +386,7 @@ def plot_overview(layers: list[list[dict[str, Any]]], results: dict[str, Any], o
         for c, rule in enumerate(RULES, start=1):
             projection = row["first_projections"][rule]
             scale = max(float(np.max(np.abs(projection))), 1e-30)
-            axes[r, c].imshow(projection / scale, cmap="RdBu_r", vmin=-1, vmax=1)
+            axes[r, c].imshow(projection / scale, cmap=common.plt.get_cmap("RdBu_r", LEVELS), vmin=-1, vmax=1)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -394,8 +398,7 @@ def plot_overview(layers: list[list[dict[str, Any]]], results: dict[str, Any], o
         "red > 0 > blue)",
         fontsize=10,
     )
-    fig.tight_layout()
-    common.save_figure(fig, out, f"{NAME}_overview")
+    common.save_figure(fig, out, f"{NAME}_overview", palette=True)
 
 
 if __name__ == "__main__":

@@ -102,7 +102,7 @@ def plot(example: dict[str, jax.Array], computed: dict[str, Any], out) -> None:
     w, z = np.asarray(example["w"]), np.asarray(example["z"])
     z_up, z_pad = np.asarray(computed["z_zero_inserted"]), np.asarray(computed["z_padded"])
     w_t, y = np.asarray(computed["flipped_swapped_kernel"]), np.asarray(computed["y"])
-    fig = common.plt.figure(figsize=(15, 13))
+    fig = common.plt.figure(figsize=(14, 12))
     grid = fig.add_gridspec(3, 6, height_ratios=(1.25, 0.8, 1.35), hspace=0.3, wspace=0.3)
     z_norm, w_norm, y_norm = common.symmetric_norm(z_pad), common.symmetric_norm(w), common.symmetric_norm(y)
 
