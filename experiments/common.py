@@ -20,7 +20,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -255,8 +255,6 @@ def annotated_grid(
     cmap: str = "RdBu_r",
     fmt: str = "{:g}",
     fontsize: float = 9,
-    row_labels: Sequence[str] | None = None,
-    col_labels: Sequence[str] | None = None,
 ) -> matplotlib.image.AxesImage:
     """Draw a 2-d array as coloured cells, each labelled with its value; returns the image (for a colorbar)."""
     values = np.asarray(values)
@@ -266,8 +264,8 @@ def annotated_grid(
         red, green, blue, _ = colormap(norm(v))
         dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
         ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=fontsize, color="white" if dark else "black")
-    ax.set_xticks(range(values.shape[1]), col_labels if col_labels is not None else range(values.shape[1]), fontsize=7)
-    ax.set_yticks(range(values.shape[0]), row_labels if row_labels is not None else range(values.shape[0]), fontsize=7)
+    ax.set_xticks(range(values.shape[1]), range(values.shape[1]), fontsize=7)
+    ax.set_yticks(range(values.shape[0]), range(values.shape[0]), fontsize=7)
     ax.tick_params(length=0)
     ax.set_title(title, fontsize=10)
     return image

@@ -9,7 +9,9 @@ The forward pass keeps the max-pool switches. For each conv layer the script
 picks the feature maps that are most active on the test set, finds the test
 images that excite each of them most (the top activations), and projects each
 such activation back to the pixels, all other activations of that layer set to
-zero, layer by layer down to the image, as Zeiler & Fergus do:
+zero, layer by layer down to the image, as Zeiler & Fergus do. The activations
+are units of a layer's rectified feature map, before its pooling (projecting the
+pooled maximum instead would first unpool it onto this same unit):
 
     unpool with the switches of the layer below (zeros elsewhere) -> rectify -> filter with
     the layer's transposed filters, ``convgrad.conv_transpose(r, w)`` with the layer's own ``w``
@@ -220,46 +222,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     values, positions = top_activations(params, dataset.test_x)
     images = np.asarray(dataset.test_x)
-    background = float(images.min())  # standardized 0 pixels
     layers = []
     for layer, (v, pos) in enumerate(zip(values, positions)):
-        side = 28 // POOL**layer
         ever_active = np.flatnonzero(v.max(axis=0) > 0)  # a feature map that is 0 on every image has nothing to show
         features = ever_active[np.argsort(-v[:, ever_active].mean(axis=0), kind="stable")][: args.features]
-        rows = []
-        for f in features:
-            top = np.argsort(-v[:, f], kind="stable")[: args.top]
-            unit_rows, unit_cols = np.divmod(pos[top, f], side)
-            chosen = (jnp.asarray(images[top]), jnp.full(len(top), f, jnp.int32), jnp.asarray(pos[top, f], jnp.int32))
-            projections = {rule: np.asarray(vjp_projection(params, *chosen, layer=layer, rule=rule)) for rule in RULES}
-            explicit = np.asarray(deconvnet_projection(params, *chosen, layer=layer))
-            error = assert_close(explicit, projections["deconvnet"], what=f"conv{layer + 1} feature {f} deconvnet")
-            for rule, projection in projections.items():  # a projection lives inside the receptive field
-                inside = crop(projection, layer, unit_rows, unit_cols, 0.0)
-                assert np.allclose(np.abs(inside).sum(), np.abs(projection).sum()), f"{rule} outside the field"
-            patches = crop(images[top], layer, unit_rows, unit_cols, background)
-            rows.append(
-                {
-                    "feature": int(f),
-                    "images": top,
-                    "activations": v[top, f],
-                    "positions": np.stack([unit_rows, unit_cols], 1),
-                    "explicit_vs_vjp_relative_error": error,
-                    "patches": patches,
-                    "projections": {
-                        rule: crop(projection, layer, unit_rows, unit_cols, 0.0)
-                        for rule, projection in projections.items()
-                    },
-                    # the strongest of them, uncropped, for the overview figure
-                    "first_image": images[top[0]],
-                    "first_projections": {rule: projection[0] for rule, projection in projections.items()},
-                    "first_field": (
-                        receptive_field(layer, int(unit_rows[0])),
-                        receptive_field(layer, int(unit_cols[0])),
-                    ),
-                }
-            )
-        layers.append(rows)
+        layers.append([project_feature(params, images, layer, int(f), v, pos, args.top) for f in features])
 
     results = summarize(args, source, test_accuracy, history, layers)
     common.write_json(args.out, NAME, results)
@@ -267,6 +234,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plot_layer(layer, rows, results, args.out)
     plot_overview(layers, results, args.out)
     return results
+
+
+def project_feature(params, images: np.ndarray, layer: int, feature: int, values, positions, top: int) -> dict:
+    """Project the ``top`` strongest activations of one feature map by each rule; check, crop, and keep them.
+
+    ``values[n, f]`` and ``positions[n, f]`` are image ``n``'s largest activation
+    in feature map ``f`` of this layer and its flat position.
+    """
+    side = 28 // POOL**layer
+    best = np.argsort(-values[:, feature], kind="stable")[:top]
+    unit_rows, unit_cols = np.divmod(positions[best, feature], side)
+    chosen = (
+        jnp.asarray(images[best]),
+        jnp.full(len(best), feature, jnp.int32),
+        jnp.asarray(positions[best, feature], jnp.int32),
+    )
+    projections = {rule: np.asarray(vjp_projection(params, *chosen, layer=layer, rule=rule)) for rule in RULES}
+    explicit = np.asarray(deconvnet_projection(params, *chosen, layer=layer))
+    error = assert_close(explicit, projections["deconvnet"], what=f"conv{layer + 1} feature {feature} deconvnet")
+    cropped = {rule: crop(projection, layer, unit_rows, unit_cols, 0.0) for rule, projection in projections.items()}
+    for rule, projection in projections.items():  # nothing outside the receptive field (so the crop loses nothing)
+        assert np.isclose(np.abs(cropped[rule]).sum(), np.abs(projection).sum()), f"{rule}: outside the field"
+    return {
+        "feature": feature,
+        "images": best,
+        "activations": values[best, feature],
+        "positions": np.stack([unit_rows, unit_cols], 1),
+        "explicit_vs_vjp_relative_error": error,
+        "patches": crop(images[best], layer, unit_rows, unit_cols, float(images.min())),  # background outside
+        "projections": cropped,
+        # the strongest of them, uncropped, for the overview figure
+        "first_image": images[best[0]],
+        "first_projections": {rule: projection[0] for rule, projection in projections.items()},
+        "first_field": (receptive_field(layer, int(unit_rows[0])), receptive_field(layer, int(unit_cols[0]))),
+    }
 
 
 def summarize(args, source, test_accuracy, history, layers) -> dict[str, Any]:

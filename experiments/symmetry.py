@@ -105,6 +105,7 @@ def unit_difference(w: jax.Array, b: jax.Array | None = None) -> float:
 
 
 def measure(params, initial, predict, dataset) -> dict[str, Any]:
+    """What is logged every ``--log-every`` steps: unit differences, test accuracy, each group's norm and motion."""
     record = {
         "unit_difference": unit_difference(params["w1"], params["b1"]),
         "update_unit_difference": unit_difference(params["w1"] - initial["w1"], params["b1"] - initial["b1"]),
