@@ -177,7 +177,7 @@ def plot(example: dict[str, jax.Array], computed: dict[str, Any], out) -> None:
     for row, label in enumerate(("forward", "backward:\nbias, weights", "backward:\ninput")):
         box = grid[row, 0].get_position(fig)
         fig.text(0.05, (box.y0 + box.y1) / 2, label, fontsize=12, rotation=90, va="center", ha="center", weight="bold")
-    common.save_figure(fig, out, NAME)
+    common.save_figure(fig, out, NAME, palette=True)
 
 
 if __name__ == "__main__":

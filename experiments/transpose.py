@@ -157,7 +157,7 @@ def plot(example: dict[str, jax.Array], computed: dict[str, Any], out) -> None:
         "Colour: z-maps, kernels and outputs each on their own scale (white = 0).",
         fontsize=12,
     )
-    common.save_figure(fig, out, NAME)
+    common.save_figure(fig, out, NAME, palette=True)
 
 
 if __name__ == "__main__":
