@@ -140,13 +140,12 @@ def make_train_step(model: Model, config: TrainConfig, optimizer: optax.Gradient
 def make_evaluate(model: Model, config: TrainConfig, mesh: Mesh, batch_size: int = 1000) -> Callable:
     """``evaluate(params, images, labels) -> accuracy`` (a fraction), in jit-compiled batches sharded over ``mesh``.
 
-    Each batch holds ``batch_size`` examples rounded up to a multiple of the
-    devices; the indices past the end of the test set count as misses and not
-    as examples.
+    Each batch holds ``batch_size`` examples (or all, if fewer) rounded up to a
+    multiple of the devices; the indices past the end of the images count as
+    misses and not as examples.
     """
     kit = KITS[config.grads]
     n_devices = parallel.data_axis_size(mesh)
-    chunk = -(-batch_size // n_devices) * n_devices
     replicated, batch_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
     @partial(
@@ -161,7 +160,7 @@ def make_evaluate(model: Model, config: TrainConfig, mesh: Mesh, batch_size: int
         return jnp.sum(hits & real)
 
     def evaluate(params, images, labels):
-        total = 0
+        total, chunk = 0, -(-min(batch_size, images.shape[0]) // n_devices) * n_devices
         for start in range(0, images.shape[0], chunk):
             indices = parallel.global_array(np.arange(start, start + chunk, dtype=np.int32), batch_sharded)
             total += int(correct(params, images, labels, indices))

@@ -31,7 +31,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from convgrad import testing
-from convgrad.parallel import DATA_AXIS
+from convgrad.parallel import DATA_AXIS, data_axis_size
 from convgrad.progress import Progress
 from convgrad.registry import OPS, Case, OpSpec
 
@@ -148,7 +148,7 @@ def _sharded_check(fn, args, argnums, ct, y, grads, mesh) -> tuple[float, int]:
     """
     first = args[0]
     mesh = split_mesh(mesh, first.shape[0] if first.ndim else 1)
-    k = mesh.devices.size
+    k = data_axis_size(mesh)
 
     def place(a):
         split = a.ndim and a.shape[0] % k == 0
