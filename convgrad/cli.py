@@ -92,6 +92,11 @@ def _train(args: argparse.Namespace) -> int:
         parallel.initialize_distributed(*cluster.values())
     elif given := [flag for flag, value in cluster.items() if value is not None]:
         raise SystemExit(f"convgrad: train: {', '.join(given)} only apply with --distributed")
+    if jax.process_count() > 1 and args.devices not in (None, jax.device_count()):
+        raise SystemExit(
+            f"convgrad: train: --devices {args.devices}: a multi-host run spans every process's devices, "
+            f"all {jax.device_count()} of them; leave --devices out"
+        )
     mesh = _mesh("train", args.devices)
     try:
         config = train.TrainConfig(
