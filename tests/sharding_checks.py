@@ -9,6 +9,9 @@ batch sharded) and by a loop on one device; a few training steps on 1 and on 8
 devices; and the messages of the errors the tests expect. It writes arrays and
 messages to OUT.npz and asserts nothing: the tests compare.
 
+``python tests/sharding_checks.py many-steps OUT.npz`` trains 400 tiny steps on 8
+devices, every step queued behind the previous ones.
+
 ``python tests/sharding_checks.py process ID COUNT PORT OUT.npz`` is process ID
 of COUNT joined by ``jax.distributed.initialize`` on localhost:PORT; it trains
 a few steps over every device of every process and writes the final state.
@@ -121,6 +124,22 @@ def devices(out_path: str) -> None:
                 out[f"train/{name}/{optimizer}/{n}/loss"] = np.array([r["train_loss"] for r in report["history"]])
                 out[f"train/{name}/{optimizer}/{n}/steps"] = np.array(report["steps_per_epoch"])
 
+    # two epochs on one device, and the same run stopped after its first epoch on 8 devices, resumed on 1
+    config = train.TrainConfig(**{**vars(steps_config("mlp")), "epochs": 2})
+    state, _ = train.train(config, data, progress=False, mesh=parallel.data_mesh(1))
+    _leaves("resume/uninterrupted", state.params, out)
+    directory = Path(out_path).parent / "resume"
+
+    def stop_after_first_epoch(record):
+        raise StopIteration
+
+    with contextlib.suppress(StopIteration):
+        train.train(config, data, progress=False, mesh=mesh, checkpoint_dir=directory, on_epoch=stop_after_first_epoch)
+    state, _ = train.train(
+        config, data, progress=False, mesh=parallel.data_mesh(1), checkpoint_dir=directory, resume=True
+    )
+    _leaves("resume/resumed", state.params, out)
+
     name = "cnn"
     loss = loss_fn(ARCHITECTURES[name], KITS["custom"])
     params = ARCHITECTURES[name].init(jax.random.key(0))
@@ -162,6 +181,16 @@ def devices(out_path: str) -> None:
     np.savez(out_path, **out)
 
 
+def many_steps(out_path: str) -> None:
+    """400 steps of linear on 8 devices: without a bound on the steps in flight, XLA's CPU client deadlocks."""
+    from convgrad import train
+    from tests.test_train import tiny_dataset
+
+    config = train.TrainConfig(model="linear", batch_size=8, epochs=1)
+    _, report = train.train(config, tiny_dataset(n_train=8 * 400, n_test=8), progress=False)
+    np.savez(out_path, devices=report["devices"], steps=report["steps_per_epoch"])
+
+
 def process(process_id: int, count: int, port: int, out_path: str) -> None:
     parallel.initialize_distributed(f"localhost:{port}", count, process_id)  # before anything touches a device
     import jax
@@ -181,6 +210,8 @@ if __name__ == "__main__":
     try:
         if sys.argv[1] == "devices":
             devices(sys.argv[2])
+        elif sys.argv[1] == "many-steps":
+            many_steps(sys.argv[2])
         else:
             process(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
     except BaseException:

@@ -8,7 +8,7 @@ one device. The fresh processes compute and save; the tests here compare.
 Tolerances: a sharded computation differs from one device's only in the order
 of the float32 sums that cross devices (the all-reduce of the weight
 gradients), so the float32 entry of :data:`convgrad.testing.TOLERANCES` applies
-to gradients (measured: at most 4e-7 relative), and to SGD training steps,
+to gradients (measured: at most 4.3e-7 relative), and to SGD training steps,
 whose update is linear in the gradient (measured: at most 4e-7 after 5 steps).
 """
 
@@ -45,12 +45,10 @@ def _load(path: Path) -> dict[str, np.ndarray]:
         return {key: saved[key] for key in saved.files}
 
 
-@pytest.fixture(scope="module")
-def eight(tmp_path_factory) -> dict[str, np.ndarray]:
-    """What ``sharding_checks.py devices`` computed on 8 simulated CPU devices."""
-    out = tmp_path_factory.mktemp("eight") / "results.npz"
+def _run_on_eight_devices(task: str, out: Path) -> dict[str, np.ndarray]:
+    """Run ``sharding_checks.py task out`` on 8 simulated CPU devices; what it saved."""
     done = subprocess.run(
-        [sys.executable, SCRIPT, "devices", str(out)],
+        [sys.executable, SCRIPT, task, str(out)],
         env=_environment(8),
         cwd=ROOT,
         capture_output=True,
@@ -60,6 +58,12 @@ def eight(tmp_path_factory) -> dict[str, np.ndarray]:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return _load(out)
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory) -> dict[str, np.ndarray]:
+    """What ``sharding_checks.py devices`` computed on 8 simulated CPU devices."""
+    return _run_on_eight_devices("devices", tmp_path_factory.mktemp("eight") / "results.npz")
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +180,22 @@ def test_five_training_steps_on_eight_devices_equal_one_device(eight, name, opti
     one = _tree(eight, f"{prefix}/1")
     _assert_trees_close(_tree(eight, f"{prefix}/8"), one, f"{name} {optimizer}: 8 devices vs 1 after 5 steps")
     testing.assert_close(eight[f"{prefix}/8/loss"], eight[f"{prefix}/1/loss"], what="mean training loss")
+
+
+def test_a_run_checkpointed_on_eight_devices_resumes_on_one(eight):
+    """The device count is no part of the configuration: stopped after epoch 1 of 2 on 8 devices, finished on 1."""
+    uninterrupted = _tree(eight, "resume/uninterrupted")
+    _assert_trees_close(_tree(eight, "resume/resumed"), uninterrupted, "mlp: resumed on another device count")
+
+
+def test_hundreds_of_queued_steps_do_not_deadlock(tmp_path):
+    """``train`` keeps at most ``STEPS_IN_FLIGHT`` steps queued: with all 400 queued, XLA's CPU client hangs and aborts.
+
+    (jax 0.10.2, 8 simulated devices: the all-reduce rendezvous of one step
+    waits for device threads held by the steps queued behind it.)
+    """
+    saved = _run_on_eight_devices("many-steps", tmp_path / "many.npz")
+    assert saved["devices"] == 8 and saved["steps"] == 400
 
 
 def test_a_batch_that_does_not_split_evenly_is_a_clear_error(eight):
