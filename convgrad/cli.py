@@ -31,6 +31,16 @@ def _device_context(platform: str | None):
     return jax.default_device(devices[0])
 
 
+def _mesh(command: str, devices: int | None, platform: str | None = None):
+    """The ``data`` mesh over ``devices`` devices, or a clear error listing the devices JAX sees."""
+    from convgrad import parallel
+
+    try:
+        return parallel.data_mesh(devices, platform=platform)
+    except ValueError as error:
+        raise SystemExit(f"convgrad: {command}: --devices: {error}") from None
+
+
 def _verify(args: argparse.Namespace) -> int:
     from convgrad import verify
     from convgrad.files import atomic_write_text
@@ -39,12 +49,15 @@ def _verify(args: argparse.Namespace) -> int:
         triples = verify.plan(args.ops, quick=args.quick, dtypes=args.dtypes)
     except ValueError as error:
         raise SystemExit(f"convgrad: {error}") from None
+    mesh = None if args.devices is None else _mesh("verify", args.devices, args.device)
     with _device_context(args.device):
         device = str(jax.devices(args.device)[0] if args.device else jax.devices()[0])
-        results = verify.run(triples, seed=args.seed, progress=not args.no_progress)
+        results = verify.run(triples, seed=args.seed, progress=not args.no_progress, mesh=mesh)
     rows = verify.summarize(results)
     print(f"convgrad verify on {device} (jax {jax.__version__}): max relative error per check")
     print(verify.format_table(rows))
+    if mesh is not None:
+        print(verify.describe_sharded(results, mesh))
     failures = [r for r in results if not r.passed]
     for failure in failures:
         print(f"\nFAIL {failure.op} {failure.dtype} {failure.case}:\n  {failure.failure}")
@@ -55,6 +68,7 @@ def _verify(args: argparse.Namespace) -> int:
             "jax_version": jax.__version__,
             "quick": args.quick,
             "seed": args.seed,
+            "devices": args.devices,
             "passed": not failures,
             "summary": rows,
             "cases": [vars(r) | {"passed": r.passed} for r in results],
@@ -65,10 +79,25 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from convgrad import train
+    from convgrad import parallel, train
     from convgrad.data import MNISTError, MNISTNotFoundError
     from convgrad.files import atomic_write_text
 
+    cluster = {
+        "--coordinator-address": args.coordinator_address,
+        "--num-processes": args.num_processes,
+        "--process-id": args.process_id,
+    }
+    if args.distributed:  # before anything touches a device
+        parallel.initialize_distributed(*cluster.values())
+    elif given := [flag for flag, value in cluster.items() if value is not None]:
+        raise SystemExit(f"convgrad: train: {', '.join(given)} only apply with --distributed")
+    if jax.process_count() > 1 and args.devices not in (None, jax.device_count()):
+        raise SystemExit(
+            f"convgrad: train: --devices {args.devices}: a multi-host run spans every process's devices, "
+            f"all {jax.device_count()} of them; leave --devices out"
+        )
+    mesh = _mesh("train", args.devices)
     try:
         config = train.TrainConfig(
             model=args.model,
@@ -81,15 +110,21 @@ def _train(args: argparse.Namespace) -> int:
             momentum=args.momentum,
             schedule=args.schedule,
         )
+        parallel.check_divides(config.batch_size, mesh, "train: --batch-size")
     except ValueError as error:
         raise SystemExit(f"convgrad: {error}") from None
     try:
         dataset = train.load_dataset(args.data_dir, progress=not args.no_progress)
     except (MNISTError, MNISTNotFoundError) as error:
         raise SystemExit(f"convgrad: {error}") from None
+    n_devices = parallel.data_axis_size(mesh)
+    where = str(mesh.devices.flat[0])
+    if n_devices > 1:
+        where += f" and {n_devices - 1} more, data-parallel ({config.batch_size // n_devices} examples per device)"
+    if jax.process_count() > 1:
+        where += f", process {jax.process_index()} of {jax.process_count()}"
     print(
-        f"training {config.model} ({train.MODELS[config.model].description}) "
-        f"with {config.grads} gradients on {jax.devices()[0]}"
+        f"training {config.model} ({train.MODELS[config.model].description}) with {config.grads} gradients on {where}"
     )
 
     def on_epoch(record):
@@ -108,6 +143,7 @@ def _train(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.no_progress,
             on_epoch=on_epoch,
+            mesh=mesh,
         )
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"convgrad: {error}") from None
@@ -115,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
         f"done: {config.model}, {len(report['history'])} epochs, test accuracy {report['test_accuracy']:.4f}, "
         f"{report['train_seconds']:.1f}s training"
     )
-    if args.json is not None:
+    if args.json is not None and jax.process_index() == 0:
         atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         print(f"report written to {args.json}")
     return 0
@@ -154,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--ops", type=_comma_list, default=None, help="comma-separated op names (default: all)")
     verify.add_argument("--dtypes", type=_comma_list, default=None, help="comma-separated dtypes (default: the op's)")
     verify.add_argument("--device", choices=["cpu", "gpu", "tpu"], default=None, help="run on this platform")
+    verify.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also run each VJP under jit with its inputs sharded over a mesh of N devices and compare",
+    )
     verify.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     verify.add_argument("--seed", type=int, default=0)
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -181,6 +224,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
     train.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the report here")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="data-parallel over the first N devices (default: all that JAX sees); N must divide --batch-size",
+    )
+    train.add_argument(
+        "--distributed",
+        action="store_true",
+        help="multi-host: call jax.distributed.initialize() first (one process per host, same command on each)",
+    )
+    train.add_argument(
+        "--coordinator-address", default=None, metavar="HOST:PORT", help="with --distributed: process 0's address"
+    )
+    train.add_argument("--num-processes", type=int, default=None, help="with --distributed: how many processes")
+    train.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's index")
     train.set_defaults(handler=_train)
 
     bench = commands.add_parser(

@@ -11,6 +11,9 @@
 
 and two transformation checks: ``vmap`` (a batch of two problems vs each alone)
 and ``grad_of_grad`` (the gradient of ``<vjp(ct), r>`` vs the reference's).
+Given a mesh (``convgrad verify --devices N``), a ``sharded`` check too: the
+VJP under ``jit`` with each argument's and the cotangent's leading axis split
+over the devices where its size allows, vs the same VJP on one device.
 All errors are normwise relative errors; see :mod:`convgrad.testing`.
 """
 
@@ -18,14 +21,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from convgrad import testing
+from convgrad.parallel import DATA_AXIS, data_axis_size
 from convgrad.progress import Progress
 from convgrad.registry import OPS, Case, OpSpec
 
@@ -43,6 +49,8 @@ class CaseResult:
     adjoint: float | None = None
     vmap: float | None = None
     grad_of_grad: float | None = None
+    sharded: float | None = None
+    sharded_over: int | None = None  # how many devices the sharded check split the leading axes over
     failure: str | None = None
 
     @property
@@ -50,18 +58,23 @@ class CaseResult:
         return self.failure is None
 
 
-def verify_case(spec: OpSpec, case: Case, dtype: Any, *, seed: int = 0, transforms: bool = True) -> CaseResult:
-    """All checks of one op on one case in one dtype. Raises nothing; failures land in ``failure``."""
+def verify_case(
+    spec: OpSpec, case: Case, dtype: Any, *, seed: int = 0, transforms: bool = True, mesh: Mesh | None = None
+) -> CaseResult:
+    """All checks of one op on one case in one dtype (and the sharded check over ``mesh``, if given).
+
+    Raises nothing; failures land in ``failure``.
+    """
     result = CaseResult(spec.name, str(case), jnp.dtype(dtype).name)
     try:
         with jax.enable_x64(True):  # float64 cases and references need it; other dtypes are explicit
-            _run_checks(spec, case, dtype, seed, transforms, result)
+            _run_checks(spec, case, dtype, seed, transforms, mesh, result)
     except AssertionError as error:
         result.failure = str(error)
     return result
 
 
-def _run_checks(spec, case, dtype, seed, transforms, result):
+def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     rng = np.random.default_rng(seed)
     options = case.options
     args = tuple(None if a is None else jnp.asarray(a) for a in spec.arguments(rng, case, dtype))
@@ -104,6 +117,55 @@ def _run_checks(spec, case, dtype, seed, transforms, result):
     if transforms:
         result.vmap = _vmap_check(spec, case, fn, args, argnums, rng)
         result.grad_of_grad = _grad_of_grad_check(fn, reference, args, argnums, rng)
+
+    if mesh is not None:
+        result.sharded, result.sharded_over = _sharded_check(fn, args, argnums, ct, y, grads, mesh)
+
+
+def split_mesh(mesh: Mesh, leading: int) -> Mesh:
+    """A ``data`` mesh over the first ``gcd(leading, devices)`` devices of ``mesh``: all of them hold a slice.
+
+    The registry's leading axes are small (1 to 8): over 8 devices a case with
+    a leading axis of 2 is split over 2 devices, one of 4 over 4. No device
+    holds a replica, as in data-parallel training over
+    :func:`convgrad.parallel.data_mesh`. (A batch split over one axis of a
+    larger mesh, replicated over the rest, meets an XLA partitioner bug that
+    scales grouped-convolution weight gradients by the replica count, in
+    ``lax.conv_general_dilated``'s own gradient too: see ``docs/scaling.md``.)
+    """
+    k = math.gcd(leading, mesh.devices.size)
+    return Mesh(mesh.devices.flat[:k], (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def _sharded_check(fn, args, argnums, ct, y, grads, mesh) -> tuple[float, int]:
+    """The jit-compiled VJP with the leading axis of each argument and of the cotangent split over a :func:`split_mesh`.
+
+    The mesh is sized by the first argument (the activation: ``x``, ``logits``,
+    ``values``); any other input whose leading axis the mesh does not divide is
+    replicated. Compared with the VJP of the same inputs on one device (``y``,
+    ``grads``): only the order of the sums that cross devices differs, so the
+    dtype's tolerance applies. Returns the error and the number of devices.
+    """
+    first = args[0]
+    mesh = split_mesh(mesh, first.shape[0] if first.ndim else 1)
+    k = data_axis_size(mesh)
+
+    def place(a):
+        split = a.ndim and a.shape[0] % k == 0
+        return jax.device_put(a, NamedSharding(mesh, PartitionSpec(DATA_AXIS) if split else PartitionSpec()))
+
+    placed = [None if a is None else place(a) for a in (*args, ct)]
+    sharded_y, sharded_grads = testing.jitted_vjp(fn, argnums)(tuple(placed[:-1]), placed[-1])
+    errors = [testing.assert_close(sharded_y, np.asarray(y), what=f"sharded over {k} devices: forward value")]
+    for position, i in enumerate(argnums):
+        errors.append(
+            testing.assert_close(
+                sharded_grads[position],
+                np.asarray(grads[position]),
+                what=f"sharded over {k} devices: argument {i}: VJP vs one device",
+            )
+        )
+    return max(errors), k
 
 
 def _vmap_check(spec, case, fn, args, argnums, rng) -> float:
@@ -228,17 +290,18 @@ def plan(ops: Sequence[str] | None = None, *, quick: bool = False, dtypes: Seque
     return triples
 
 
-def run(triples, *, seed: int = 0, progress: bool = True) -> list[CaseResult]:
-    """Check every triple (jit-compiled, with the vmap and grad-of-grad checks) and return the results."""
+def run(triples, *, seed: int = 0, progress: bool = True, mesh: Mesh | None = None) -> list[CaseResult]:
+    """Check every triple (jit-compiled, with the vmap and grad-of-grad checks, sharded over ``mesh`` if given)."""
     results = []
     with Progress(len(triples), "verify", enabled=progress, unit="cases") as bar:
         for spec, case, dtype in triples:
-            results.append(verify_case(spec, case, dtype, seed=seed))
+            results.append(verify_case(spec, case, dtype, seed=seed, mesh=mesh))
             bar.update(1, note=f"{spec.name} {dtype}")
     return results
 
 
-COLUMNS = ("autodiff", "numerical", "loop", "adjoint", "vmap", "grad_of_grad")
+COLUMNS = ("autodiff", "numerical", "loop", "adjoint", "vmap", "grad_of_grad", "sharded")
+HEADERS = ("vs autodiff", "vs finite diff", "vs loop", "adjoint", "vmap", "grad-of-grad", "sharded")
 
 
 def summarize(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
@@ -256,15 +319,30 @@ def summarize(results: Sequence[CaseResult]) -> list[dict[str, Any]]:
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The summary as an aligned text table (max relative error per check; "-" where it does not apply)."""
-    header = ("op", "cases", "vs autodiff", "vs finite diff", "vs loop", "adjoint", "vmap", "grad-of-grad", "result")
+    """The summary as an aligned text table (max relative error per check; "-" where it does not apply).
+
+    The ``sharded`` column appears only when some row has it (``--devices``).
+    """
+    shown = [(c, h) for c, h in zip(COLUMNS, HEADERS) if c != "sharded" or any(r["sharded"] is not None for r in rows)]
+    header = ("op", "cases", *(h for _, h in shown), "result")
     lines = [header]
     for row in rows:
         cells = [row["op"], str(row["cases"])]
-        cells += ["-" if row[c] is None else f"{row[c]:.1e}" for c in COLUMNS]
+        cells += ["-" if row[c] is None else f"{row[c]:.1e}" for c, _ in shown]
         cells.append("pass" if row["passed"] else "FAIL")
         lines.append(tuple(cells))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(text)
+
+
+def describe_sharded(results: Sequence[CaseResult], mesh: Mesh) -> str:
+    """One line on the sharded check: the devices, and over how many each case's inputs were split."""
+    ways = sorted({r.sharded_over for r in results if r.sharded_over is not None and r.sharded_over > 1})
+    split = sum(r.sharded_over is not None and r.sharded_over > 1 for r in results)
+    return (
+        f"sharded: each VJP under jit with the leading axis of its arguments and cotangent split over up to "
+        f"{mesh.devices.size} {mesh.devices.flat[0].platform} devices (as many as divide the first argument's), "
+        f"vs one device: {split}/{len(results)} cases split over {'/'.join(map(str, ways)) or 'no'} devices"
+    )

@@ -1,0 +1,219 @@
+"""The multi-device computations behind tests/test_sharding.py, run in fresh processes with simulated CPU devices.
+
+``python tests/sharding_checks.py devices OUT.npz`` (with 8 devices: XLA_FLAGS=
+--xla_force_host_platform_device_count=8, set by the caller before JAX starts)
+computes, for every model, the gradient of one batch on one device, under
+``jit`` with the batch sharded over 8 devices, and under ``shard_map`` (per-device
+loss, ``pmean``, gradient taken outside); per-example gradients by ``vmap`` (the
+batch sharded) and by a loop on one device; a few training steps on 1 and on 8
+devices; and the messages of the errors the tests expect. It writes arrays and
+messages to OUT.npz and asserts nothing: the tests compare.
+
+``python tests/sharding_checks.py many-steps OUT.npz`` trains 400 tiny steps on 8
+devices, every step queued behind the previous ones.
+
+``python tests/sharding_checks.py process ID COUNT PORT OUT.npz`` is process ID
+of COUNT joined by ``jax.distributed.initialize`` on localhost:PORT; it trains
+a few steps over every device of every process and writes the final state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from convgrad import parallel
+
+MODELS = ("linear", "mlp", "mlp2", "cnn")
+SHARDED_PER_EXAMPLE = ("mlp", "cnn")
+TRAINED = (("mlp", "sgd"), ("cnn", "sgd"), ("cnn", "adam"))  # (model, optimizer)
+BATCH = 32  # 4 examples per device on 8 devices
+STEPS = 5
+
+
+def steps_config(model: str, optimizer: str = "sgd"):
+    from convgrad import train
+
+    return train.TrainConfig(model=model, epochs=1, batch_size=BATCH, lr=1e-3, seed=1, optimizer=optimizer)
+
+
+def steps_dataset():
+    from tests.test_train import tiny_dataset
+
+    return tiny_dataset(n_train=STEPS * BATCH, n_test=40)
+
+
+def _leaves(prefix: str, tree, out: dict) -> None:
+    import jax
+
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        out[f"{prefix}{jax.tree_util.keystr(path)}"] = np.asarray(leaf)
+
+
+def _message(fn) -> str:
+    """The message of the exception ``fn()`` raises (its type first), or "" if it returns."""
+    try:
+        fn()
+    except (Exception, SystemExit) as error:
+        return f"{type(error).__name__}: {error}"
+    return ""
+
+
+def devices(out_path: str) -> None:
+    import jax
+    from jax.sharding import AxisType, PartitionSpec
+
+    from convgrad import cli, train, verify
+    from convgrad.models import KITS, loss_fn
+    from convgrad.models import MODELS as ARCHITECTURES
+
+    assert jax.device_count() == 8, jax.devices()
+    mesh = parallel.data_mesh(8)
+    replicated, batch_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    data = steps_dataset()
+    images, labels = data.train_x[:BATCH], data.train_y[:BATCH]
+    out: dict[str, np.ndarray] = {}
+
+    for name in MODELS:
+        model = ARCHITECTURES[name]
+        loss = loss_fn(model, KITS["custom"])
+        params = model.init(jax.random.key(0))
+        grad = jax.grad(loss)
+        _leaves(f"grad/{name}/one", jax.jit(grad)(params, images, labels), out)
+        sharded = jax.jit(grad, in_shardings=(replicated, batch_sharded, batch_sharded), out_shardings=replicated)
+        _leaves(f"grad/{name}/jit", sharded(params, images, labels), out)
+
+        def device_loss(params, images, labels, loss=loss):
+            # the custom VJPs' weight gradients vary over the devices: params must be typed varying
+            params = jax.lax.pcast(params, parallel.DATA_AXIS, to="varying")
+            return jax.lax.pmean(loss(params, images, labels), parallel.DATA_AXIS)
+
+        mapped = jax.shard_map(
+            device_loss,
+            mesh=mesh,
+            in_specs=(PartitionSpec(), PartitionSpec(parallel.DATA_AXIS), PartitionSpec(parallel.DATA_AXIS)),
+            out_specs=PartitionSpec(),
+        )
+        _leaves(f"grad/{name}/shard_map", jax.jit(jax.grad(mapped))(params, images, labels), out)
+
+        def example_grad(params, image, label, grad=grad):
+            return grad(params, image[None], label[None])
+
+        per_example = jax.vmap(example_grad, in_axes=(None, 0, 0))
+        sharded_per_example = jax.jit(
+            per_example, in_shardings=(replicated, batch_sharded, batch_sharded), out_shardings=batch_sharded
+        )
+        examples = (images[:8], labels[:8])
+        _leaves(f"per_example/{name}/vmap", jax.jit(per_example)(params, *examples), out)
+        if name in SHARDED_PER_EXAMPLE:
+            _leaves(f"per_example/{name}/sharded", sharded_per_example(params, *examples), out)
+        one = jax.jit(example_grad)
+        loop = [one(params, images[i], labels[i]) for i in range(8)]
+        _leaves(f"per_example/{name}/loop", jax.tree.map(lambda *g: np.stack(g), *loop), out)
+
+        for optimizer in [o for m, o in TRAINED if m == name]:
+            for n in (1, 8):
+                config = steps_config(name, optimizer)
+                state, report = train.train(config, data, progress=False, mesh=parallel.data_mesh(n))
+                _leaves(f"train/{name}/{optimizer}/{n}", state.params, out)
+                out[f"train/{name}/{optimizer}/{n}/loss"] = np.array([r["train_loss"] for r in report["history"]])
+                out[f"train/{name}/{optimizer}/{n}/steps"] = np.array(report["steps_per_epoch"])
+
+    # two epochs on one device, and the same run stopped after its first epoch on 8 devices, resumed on 1
+    config = train.TrainConfig(**{**vars(steps_config("mlp")), "epochs": 2})
+    state, _ = train.train(config, data, progress=False, mesh=parallel.data_mesh(1))
+    _leaves("resume/uninterrupted", state.params, out)
+    directory = Path(out_path).parent / "resume"
+
+    def stop_after_first_epoch(record):
+        raise StopIteration
+
+    with contextlib.suppress(StopIteration):
+        train.train(config, data, progress=False, mesh=mesh, checkpoint_dir=directory, on_epoch=stop_after_first_epoch)
+    state, _ = train.train(
+        config, data, progress=False, mesh=parallel.data_mesh(1), checkpoint_dir=directory, resume=True
+    )
+    _leaves("resume/resumed", state.params, out)
+
+    name = "cnn"
+    loss = loss_fn(ARCHITECTURES[name], KITS["custom"])
+    params = ARCHITECTURES[name].init(jax.random.key(0))
+    specs = (PartitionSpec(), PartitionSpec(parallel.DATA_AXIS), PartitionSpec(parallel.DATA_AXIS))
+    without_pcast = jax.shard_map(
+        lambda p, x, y: jax.lax.pmean(loss(p, x, y), parallel.DATA_AXIS), mesh=mesh, in_specs=specs, out_specs=specs[0]
+    )
+    out["error/shard_map_without_pcast"] = np.array(
+        _message(lambda: jax.jit(jax.grad(without_pcast))(params, images, labels))
+    )
+    explicit = jax.make_mesh((8,), (parallel.DATA_AXIS,), axis_types=(AxisType.Explicit,))
+
+    def explicit_grad():
+        with jax.set_mesh(explicit):
+            placed = [jax.device_put(a, PartitionSpec(parallel.DATA_AXIS)) for a in (images, labels)]
+            return jax.jit(jax.grad(loss))(params, *placed)
+
+    out["error/explicit_mesh"] = np.array(_message(explicit_grad))
+    out["error/indivisible_train"] = np.array(
+        _message(lambda: train.train(train.TrainConfig(model="linear", batch_size=12), data, mesh=mesh))
+    )
+    out["error/indivisible_cli"] = np.array(
+        _message(lambda: cli.main(["train", "--batch-size", "12", "--data-dir", "/nonexistent", "--no-progress"]))
+    )
+    out["error/too_many_devices"] = np.array(_message(lambda: cli.main(["train", "--devices", "16"])))
+
+    for run in ("verify", "verify_replicas"):
+        split_mesh = verify.split_mesh
+        if run == "verify_replicas":
+            # the batch split over one axis of a 2x4 mesh and replicated over the other
+            verify.split_mesh = lambda mesh, leading: jax.make_mesh(
+                (2, 4), (parallel.DATA_AXIS, "replica"), axis_types=(AxisType.Auto,) * 2
+            )
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            status = cli.main(["verify", "--quick", "--ops", "conv", "--devices", "8", "--no-progress"])
+        verify.split_mesh = split_mesh
+        out[f"{run}/status"], out[f"{run}/output"] = np.array(status), np.array(printed.getvalue())
+    np.savez(out_path, **out)
+
+
+def many_steps(out_path: str) -> None:
+    """400 steps of linear on 8 devices: without a bound on the steps in flight, XLA's CPU client deadlocks."""
+    from convgrad import train
+    from tests.test_train import tiny_dataset
+
+    config = train.TrainConfig(model="linear", batch_size=8, epochs=1)
+    _, report = train.train(config, tiny_dataset(n_train=8 * 400, n_test=8), progress=False)
+    np.savez(out_path, devices=report["devices"], steps=report["steps_per_epoch"])
+
+
+def process(process_id: int, count: int, port: int, out_path: str) -> None:
+    parallel.initialize_distributed(f"localhost:{port}", count, process_id)  # before anything touches a device
+    import jax
+
+    from convgrad import train
+
+    state, report = train.train(
+        steps_config("cnn"), steps_dataset(), progress=False, checkpoint_dir=Path(out_path).parent / "checkpoint"
+    )
+    out: dict[str, np.ndarray] = {"processes": np.array(jax.process_count()), "devices": np.array(report["devices"])}
+    _leaves("state", state, out)
+    out["loss"] = np.array([r["train_loss"] for r in report["history"]])
+    np.savez(out_path, **out)
+
+
+if __name__ == "__main__":
+    try:
+        if sys.argv[1] == "devices":
+            devices(sys.argv[2])
+        elif sys.argv[1] == "many-steps":
+            many_steps(sys.argv[2])
+        else:
+            process(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+    except BaseException:
+        traceback.print_exc()
+        sys.exit(1)
