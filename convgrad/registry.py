@@ -216,7 +216,15 @@ def _conv_sample(draw: Draw) -> Case:
 
 _CONV_CASES = (
     conv_case((2, 3, 7, 7), (2, 3, 3, 3), stride=2),
-    conv_case((2, 4, 8, 9), (6, 2, 3, 2), stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1), groups=2),
+    conv_case(
+        (2, 4, 8, 9),
+        (6, 2, 3, 2),
+        stride=(2, 3),
+        padding=((1, 2), (0, 1)),
+        dilation=(2, 1),
+        groups=2,
+        backward="textbook",
+    ),
     conv_case((1, 4, 9, 9), (8, 1, 3, 3), padding="SAME", groups=4),  # depthwise, multiplier 2
     conv_case((2, 3, 9, 8), (4, 3, 2, 2), stride=3, padding="VALID", bias=False),  # stride > kernel
     conv_case((2, 3, 6, 6), (5, 3, 1, 1)),  # 1x1
