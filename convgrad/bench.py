@@ -1,10 +1,11 @@
 """Side-by-side timings: convgrad's hand-derived VJPs vs ``jax.grad`` of plain lax (and PyTorch, when importable).
 
 What ``convgrad bench`` runs. Every benchmark compares variants of the same
-computation in one process: each is compiled and warmed up first, then the
-variants are called in turn, round after round (interleaved, so drifts in
-machine load hit all of them alike), and the median of each is reported with
-the ratio ``jax.grad / convgrad`` (> 1: convgrad is faster).
+computation in one process: each is compiled and warmed up first, then round
+after round every variant times a batch of back-to-back calls, in an order
+shuffled each round (interleaved, so drifts in machine load hit all of them
+alike), and the median time per call of each is reported with the ratio
+``jax.grad / convgrad`` (> 1: convgrad is faster).
 
 The shapes are fixed here, not tuned to the code: the MNIST convnet's layers
 (batch 128, channels-last) and its train step, and ResNet-style 3x3 layers.
@@ -14,7 +15,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import os
 import platform
+import random
+import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -77,6 +82,10 @@ def _op_variants(custom, reference, args, argnums, torch_fn=None):
 
 
 def _torch():
+    # Idle OpenMP workers of PyTorch busy-wait by default; on a 2-core machine they
+    # would steal the cores from whichever variant runs next. Passive waiting (set
+    # before torch loads its OpenMP runtime) keeps the variants from disturbing each other.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except ImportError:
@@ -307,21 +316,44 @@ def _is_torch(result) -> bool:
     return module.startswith("torch")
 
 
-def time_variants(variants: dict[str, tuple[Callable, tuple]], rounds: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each variant: ``warmup`` untimed calls each, then ``rounds`` interleaved timed rounds."""
+def time_variants(
+    variants: dict[str, tuple[Callable, tuple]],
+    rounds: int,
+    warmup: int = 2,
+    batch_seconds: float = 0.02,
+    seed: int = 0,
+) -> dict[str, list[float]]:
+    """Seconds per call of each variant, ``rounds`` samples each, interleaved.
+
+    After ``warmup`` untimed calls, each variant gets a batch size: as many
+    back-to-back calls as take about ``batch_seconds`` (so a sample is a
+    steady-state time per call, as ``timeit`` measures, not one cold call).
+    Then, round after round, every variant times one batch, in an order
+    shuffled afresh each round (seeded): drifts in machine load, and whatever
+    one variant leaves behind in caches or idle threads, fall on all alike.
+    """
     for fn, args in variants.values():
         for _ in range(warmup):
             _block(fn(*args))
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    batch = {}
+    for name, (fn, args) in variants.items():
+        start = time.perf_counter()
+        _block(fn(*args))
+        batch[name] = max(1, math.ceil(batch_seconds / max(time.perf_counter() - start, 1e-9)))
+    order, shuffle = list(variants), random.Random(seed).shuffle
+    times: dict[str, list[float]] = {name: [] for name in order}
     for _ in range(rounds):
-        for name, (fn, args) in variants.items():
+        shuffle(order)
+        for name in order:
+            fn, args = variants[name]
             start = time.perf_counter()
-            _block(fn(*args))
-            times[name].append(time.perf_counter() - start)
+            for _ in range(batch[name]):
+                _block(fn(*args))
+            times[name].append((time.perf_counter() - start) / batch[name])
     return times
 
 
-def run(names: Sequence[str] | None = None, *, rounds: int = 15, progress: bool = True) -> dict[str, Any]:
+def run(names: Sequence[str] | None = None, *, rounds: int = 31, progress: bool = True) -> dict[str, Any]:
     """Run the chosen benchmarks; the report holds every variant's median, its samples, and the ratios."""
     chosen = list(BENCHMARKS) if names is None else list(names)
     unknown = [n for n in chosen if n not in BENCHMARKS]
@@ -331,7 +363,8 @@ def run(names: Sequence[str] | None = None, *, rounds: int = 15, progress: bool 
     with Progress(len(chosen), "bench", enabled=progress, unit="benchmarks") as bar:
         for name in chosen:
             benchmark = BENCHMARKS[name]
-            times = time_variants(benchmark.make(), rounds)
+            variants = benchmark.make()
+            times = time_variants(variants, rounds)
             medians = {variant: statistics.median(samples) for variant, samples in times.items()}
             results.append(
                 {
@@ -339,8 +372,10 @@ def run(names: Sequence[str] | None = None, *, rounds: int = 15, progress: bool 
                     "group": benchmark.group,
                     "description": benchmark.description,
                     "median_ms": {v: m * 1e3 for v, m in medians.items()},
+                    "spread": {v: _relative_spread(samples) for v, samples in times.items()},
                     "samples_ms": {v: [t * 1e3 for t in s] for v, s in times.items()},
                     "ratios": _ratios(medians),
+                    "same_program": _same_programs(variants),
                 }
             )
             bar.update(1, note=name)
@@ -348,6 +383,37 @@ def run(names: Sequence[str] | None = None, *, rounds: int = 15, progress: bool 
     if any(BENCHMARKS[name].group == "step" for name in chosen):
         report["step_memory"] = step_memory()
     return report
+
+
+def _relative_spread(samples: Sequence[float]) -> float:
+    """The interquartile range over the median: how much a variant's samples scatter."""
+    if len(samples) < 2:
+        return 0.0
+    low, middle, high = statistics.quantiles(samples, n=4)
+    return (high - low) / middle
+
+
+def _same_programs(variants: dict[str, tuple[Callable, tuple]]) -> list[str]:
+    """The kinds (``fwd``, ``vjp``) whose convgrad and jax.grad variants compile to the same XLA program.
+
+    There the two can differ only by timing noise: a ratio away from 1
+    measures the noise, not the formulation.
+    """
+    same = []
+    for kind in ("fwd", "vjp"):
+        pair = [variants.get(f"{who} {kind}") for who in ("convgrad", "jax.grad")]
+        if None in pair or not all(hasattr(fn, "lower") for fn, _ in pair):
+            continue
+        if _program_text(*pair[0]) == _program_text(*pair[1]):
+            same.append(kind)
+    return same
+
+
+def _program_text(fn, args) -> list[str]:
+    """The optimized HLO of the entry computation, without metadata (source lines, op names)."""
+    text = fn.lower(*args).compile().as_text()
+    entry = text[text.index("ENTRY") :]
+    return [re.sub(r",? ?metadata=\{[^}]*\}", "", line).strip() for line in entry.splitlines() if "=" in line]
 
 
 def _ratios(medians: dict[str, float]) -> dict[str, float]:
@@ -393,8 +459,6 @@ def _cpu_name() -> str:
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
@@ -404,7 +468,9 @@ def format_table(report: dict[str, Any]) -> str:
     for result in report["results"]:
         lines.append(f"{result['name']}  ({result['description']})")
         for variant, median in result["median_ms"].items():
-            lines.append(f"  {variant:28s} {median:9.2f} ms")
+            lines.append(f"  {variant:28s} {median:9.2f} ms  (IQR {100 * result['spread'][variant]:.0f}%)")
+        for kind in result["same_program"]:
+            lines.append(f"  convgrad {kind} and jax.grad {kind} compile to the same XLA program: any gap is noise")
         for label, ratio in result["ratios"].items():
             lines.append(f"  {label:48s} {ratio:6.2f}x")
     for variant, stats in report.get("step_memory", {}).items():

@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         "jax.grad of plain lax, and PyTorch when importable. Interleaved rounds, medians, ratios.",
     )
     bench.add_argument("--ops", type=_comma_list, default=None, help="benchmarks whose names contain these words")
-    bench.add_argument("--rounds", type=int, default=15, help="timed rounds per benchmark (default 15)")
+    bench.add_argument("--rounds", type=int, default=31, help="timed rounds per benchmark (default 31)")
     bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     bench.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of the ratios (matplotlib)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")

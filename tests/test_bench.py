@@ -9,12 +9,21 @@ import pytest
 from convgrad import bench, cli
 
 
-def test_time_variants_interleaves_rounds():
+def test_time_variants_interleaves_shuffled_rounds():
     calls = []
-    variants = {"a": (lambda: calls.append("a"), ()), "b": (lambda: calls.append("b"), ())}
-    times = bench.time_variants(variants, rounds=3, warmup=1)
-    assert calls == ["a", "b"] + ["a", "b"] * 3  # warm-up, then a, b alternate round after round
-    assert {name: len(samples) for name, samples in times.items()} == {"a": 3, "b": 3}
+    variants = {name: (lambda name=name: calls.append(name), ()) for name in "abc"}
+    times = bench.time_variants(variants, rounds=6, warmup=1, batch_seconds=0.0)
+    timed = calls[6:]  # after one warm-up and one batch-sizing call per variant
+    rounds = [timed[i : i + 3] for i in range(0, len(timed), 3)]
+    assert len(rounds) == 6 and all(sorted(r) == ["a", "b", "c"] for r in rounds)  # each round times every variant
+    assert len({tuple(r) for r in rounds}) > 1  # in an order that changes from round to round
+    assert {name: len(samples) for name, samples in times.items()} == {"a": 6, "b": 6, "c": 6}
+
+
+def test_time_variants_batches_fast_calls():
+    calls = []
+    bench.time_variants({"a": (lambda: calls.append(1), ())}, rounds=2, warmup=0, batch_seconds=0.001)
+    assert len(calls) > 2 + 1  # a call of microseconds is repeated to fill each ~1 ms sample
 
 
 def test_ratios_compare_like_with_like():

@@ -19,8 +19,8 @@ by the registry:
 * any other geometry (overlap, gaps, padding): the ``K = prod(window)`` taps
   of every window are ``K`` strided slices of the padded input
   (:func:`window_taps`), and the max-pool backward is the scatter-add
-  ``max_unpool``. It runs channel-first; a channels-last input is moved there
-  and back.
+  ``max_unpool`` (which runs channel-first: channels-last values are moved
+  there and back).
 
 Layouts: ``channel_axis=1`` (``N, C, *spatial``, the default) or
 ``channel_axis=-1`` (``N, *spatial, C``). Switches index the spatial plane the
@@ -166,20 +166,25 @@ def _max_pool_bwd(geometry, saved, cotangents):
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """``(y, switches, taps)``: the maxima, their flat switches, and (tiled windows only) their window-local taps."""
+def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(y, switches, taps)``: the maxima, their flat switches, and their window-local taps (compact, ``uint8``).
+
+    ``y`` is ``lax.reduce_window``'s max (padding ``-inf``). The taps of every
+    window are ``K`` views of the input in its own layout (slices of its
+    reshape when the windows tile it, else strided slices of the padded
+    input), and the first-max selection over them fuses into one pass; nothing
+    is stacked or transposed, and when only ``y`` is used XLA drops the
+    selection.
+    """
+    y = lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, *_window_config(geometry))
     if geometry.non_overlapping:
-        windows = tile_windows(x, geometry)
-        axes = window_axes(geometry)
-        y, tap = first_max_tap(windows, axes, tap_index(geometry))
-        return y, tap_switches(tap, geometry), tap.astype(_tap_dtype(geometry))
-    x_first = _channels_first(x, geometry)
-    x_pad = lax.pad(x_first, jnp.array(-jnp.inf, x.dtype), _spatial_padding(geometry.padding))
-    taps = jnp.stack(window_taps(x_pad, geometry), axis=2)  # (N, C, K, *out)
-    n_taps = taps.shape[2]
-    y, tap = first_max_tap(taps, (2,), np.arange(n_taps).reshape(n_taps, *(1,) * (taps.ndim - 3)), real_taps(geometry))
-    switches = tap_switches(tap, dataclasses.replace(geometry, channels_last=False))
-    return _channels_back(y, geometry), _channels_back(switches, geometry), None
+        taps, real = tile_taps(tile_windows(x, geometry), geometry), None
+    else:
+        padding = _pad_config(geometry, [(lo, hi, 0) for lo, hi in geometry.padding])
+        x_pad = lax.pad(x, jnp.array(-jnp.inf, x.dtype), padding)
+        taps, real = window_taps(x_pad, geometry), real_taps(geometry)
+    tap = first_max_tap(taps, y, real)
+    return y, tap_switches(tap, geometry), tap.astype(_tap_dtype(geometry))
 
 
 def tile_windows(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
@@ -213,53 +218,67 @@ def tap_index(geometry: PoolGeometry) -> np.ndarray:
 
 
 def window_taps(x_pad: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
-    """``K`` strided slices ``x_pad[n, c, *(i s + t)]``, one per tap ``t`` in raster order, each ``(N, C, *out)``."""
+    """``K`` strided slices ``x_pad[.., *(i s + t), ..]``, one per tap ``t`` in raster order, each shaped like ``y``."""
     out, stride = geometry.out_spatial, geometry.stride
+    first = geometry.first_spatial_axis
     taps = []
     for t in geometry.tap_offsets:
-        limit = tuple(o + dilated_size(n, s) for o, n, s in zip(t, out, stride))
-        taps.append(lax.slice(x_pad, (0, 0, *t), (*x_pad.shape[:2], *limit), (1, 1, *stride)))
+        start, limit, step = [0] * x_pad.ndim, list(x_pad.shape), [1] * x_pad.ndim
+        for d, (offset, o, s) in enumerate(zip(t, out, stride)):
+            start[first + d], limit[first + d], step[first + d] = offset, offset + dilated_size(o, s), s
+        taps.append(lax.slice(x_pad, start, limit, step))
     return taps
 
 
-def first_max_tap(
-    values: jax.Array, axes: tuple[int, ...], index: np.ndarray, real: np.ndarray | None = None
-) -> tuple[jax.Array, jax.Array]:
-    """``(y, t)`` over the tap ``axes`` of ``values``: the max, and the FIRST tap in raster order holding it.
+def tile_taps(windows: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
+    """The ``K`` taps of tiled windows: :func:`tile_windows`' result at each window offset, each shaped like ``y``."""
+    taps = []
+    for t in geometry.tap_offsets:
+        tap = windows
+        for axis, offset in reversed(list(zip(window_axes(geometry), t))):  # from the last axis, so the others stay put
+            tap = lax.index_in_dim(tap, offset, axis, keepdims=False)
+        taps.append(tap)
+    return taps
 
-    ``index`` numbers the taps in raster order and broadcasts against
-    ``values``; ``real`` (broadcastable too) marks taps that read an input
-    element rather than padding.
 
-    Written out rather than left to ``jnp.argmax`` (which in JAX 0.10 also
-    returns the first NaN, by a convention of lax's argmax reducer that no
-    public contract promises): ``jnp.max`` propagates NaN, so a tap is a hit where it equals ``y`` or is NaN (a NaN
-    tap can only exist when ``y`` is NaN); hits are restricted to ``real``
-    (unpadded) taps, so a window of ``-inf`` inputs picks an input element, not
-    padding; ``t`` is the smallest hit index. Every window has a real hit.
+def first_max_tap(taps: list[jax.Array], y: jax.Array, real: list[np.ndarray] | None = None) -> jax.Array:
+    """The FIRST tap in raster order that holds each window's maximum ``y``, from the ``K`` tap arrays.
+
+    ``real[t]`` (broadcastable) marks where tap ``t`` reads an input element
+    rather than padding. Written out rather than left to ``jnp.argmax``
+    (whose NaN convention no public contract promises): ``y`` is NaN where
+    the window holds a NaN, so a tap is a hit where it equals ``y`` or is NaN
+    (a NaN tap exists only where ``y`` is NaN); hits are restricted to real
+    taps, so a window of ``-inf`` inputs picks an input element, not padding;
+    the first hit is found by selecting from the last tap to the first.
+    Every window has a real hit.
     """
-    n_taps = int(np.prod([values.shape[a] for a in axes]))
-    y = jnp.max(values, axis=axes)
-    hit = (values == jnp.expand_dims(y, axes)) | jnp.isnan(values)
-    if real is not None:
-        hit = hit & real
-    return y, jnp.min(jnp.where(hit, jnp.asarray(index, jnp.int32), n_taps), axis=axes)
+    tap = jnp.full(y.shape, len(taps), jnp.int32)
+    for t in reversed(range(len(taps))):
+        hit = (taps[t] == y) | jnp.isnan(taps[t])
+        if real is not None:
+            hit = hit & real[t]
+        tap = jnp.where(hit, t, tap)
+    return tap
 
 
-def real_taps(geometry: PoolGeometry) -> np.ndarray | None:
-    """Static ``(K, *out)`` mask: tap ``t`` of window ``i`` reads an input element (``0 <= i s + t - lo < in``).
+def real_taps(geometry: PoolGeometry) -> list[np.ndarray] | None:
+    """Static per-tap masks, shaped to broadcast against ``y``: tap ``t`` of window ``i`` reads an input element.
 
-    ``None`` without padding, where every tap is real.
+    ``0 <= i s + t - lo < in`` along every spatial dim. ``None`` without
+    padding, where every tap is real.
     """
     if all(p == (0, 0) for p in geometry.padding):
         return None
     grid = np.indices(geometry.out_spatial)
-    real = np.ones((len(geometry.tap_offsets), *geometry.out_spatial), bool)
-    for index, t in enumerate(geometry.tap_offsets):
+    masks = []
+    for t in geometry.tap_offsets:
+        real = np.ones(geometry.out_spatial, bool)
         for d, (i, s, (lo, _), n) in enumerate(zip(grid, geometry.stride, geometry.padding, geometry.in_spatial)):
             position = i * s + t[d] - lo
-            real[index] &= (position >= 0) & (position < n)
-    return real
+            real &= (position >= 0) & (position < n)
+        masks.append(real[..., None] if geometry.channels_last else real)
+    return masks
 
 
 def tap_switches(tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
@@ -482,9 +501,11 @@ def avg_pool_forward(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
     if geometry.non_overlapping:
         total = jnp.sum(tile_windows(wide, geometry), axis=window_axes(geometry))
         return (total / window_divisor(geometry)).astype(x.dtype)
-    x_pad = lax.pad(_channels_first(wide, geometry), jnp.zeros((), wide.dtype), _spatial_padding(geometry.padding))
+    x_pad = lax.pad(
+        wide, jnp.zeros((), wide.dtype), _pad_config(geometry, [(lo, hi, 0) for lo, hi in geometry.padding])
+    )
     total = sum(window_taps(x_pad, geometry))
-    return _channels_back((total / window_divisor(geometry)).astype(x.dtype), geometry)
+    return (total / window_divisor(geometry)).astype(x.dtype)
 
 
 def window_divisor(geometry: PoolGeometry) -> int:
@@ -501,7 +522,7 @@ def avg_pool_input_grad(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
         for axis, k in zip(axes, geometry.window):
             shape.insert(axis, k)
         return _untile(jnp.broadcast_to(jnp.expand_dims(wide, axes), shape), geometry).astype(g.dtype)
-    return _channels_back(spread_to_taps(_channels_first(wide, geometry), geometry), geometry).astype(g.dtype)
+    return spread_to_taps(wide, geometry).astype(g.dtype)
 
 
 def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
@@ -519,26 +540,25 @@ def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
             (*tap_grad_padding(n, o, s, p, m), s - 1)
             for n, o, s, p, m in zip(geometry.in_spatial, t, geometry.stride, geometry.padding, geometry.out_spatial)
         ]
-        total = total + lax.pad(g, zero, [(0, 0, 0), (0, 0, 0), *edges])
+        total = total + lax.pad(g, zero, _pad_config(geometry, edges))
     return total
 
 
 # ---------------------------------------------------------------------------- shared pieces and arguments
 
 
-def _channels_first(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
-    """``(N, *spatial, C) -> (N, C, *spatial)`` for a channels-last geometry; otherwise ``x`` itself."""
-    return jnp.moveaxis(x, -1, 1) if geometry.channels_last else x
+def _window_config(geometry: PoolGeometry) -> tuple[tuple[int, ...], tuple[int, ...], list[Pair]]:
+    """``lax.reduce_window``'s window, strides and padding: nothing pooled over batch and channels."""
+    if geometry.channels_last:
+        return (1, *geometry.window, 1), (1, *geometry.stride, 1), [(0, 0), *geometry.padding, (0, 0)]
+    return (1, 1, *geometry.window), (1, 1, *geometry.stride), [(0, 0), (0, 0), *geometry.padding]
 
 
-def _channels_back(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
-    """Inverse of :func:`_channels_first`."""
-    return jnp.moveaxis(x, 1, -1) if geometry.channels_last else x
-
-
-def _spatial_padding(padding: tuple[Pair, ...]) -> list[tuple[int, int, int]]:
-    """``lax.pad`` configuration: nothing on batch and channels, ``(lo, hi)`` on each spatial dim."""
-    return [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in padding)]
+def _pad_config(geometry: PoolGeometry, spatial: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """A ``lax.pad`` configuration: ``spatial`` ``(lo, hi, interior)`` on the spatial dims, nothing elsewhere."""
+    if geometry.channels_last:
+        return [(0, 0, 0), *spatial, (0, 0, 0)]
+    return [(0, 0, 0), (0, 0, 0), *spatial]
 
 
 def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
