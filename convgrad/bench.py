@@ -509,7 +509,7 @@ def select(tokens: Sequence[str] | None) -> list[str]:
 
 
 def plot(report: dict[str, Any], path: str) -> None:
-    """Bar chart of ``jax.grad / convgrad`` (and PyTorch / convgrad) per benchmark; needs matplotlib."""
+    """Bars of ``other / convgrad`` time ratios per benchmark, log axis (right of 1: convgrad faster); matplotlib."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -523,18 +523,41 @@ def plot(report: dict[str, Any], path: str) -> None:
                 rows.append((result["name"], label.split(" / ")[0], ratio))
     names = list(dict.fromkeys(r[0] for r in rows))
     variants = list(dict.fromkeys(r[1] for r in rows))
-    fig, ax = plt.subplots(figsize=(9, 0.5 * len(names) + 1.5))
-    height = 0.8 / max(len(variants), 1)
-    for k, variant in enumerate(variants):
-        ys = [names.index(n) + k * height for n, v, _ in rows if v == variant]
-        xs = [r for _, v, r in rows if v == variant]
-        ax.barh(ys, xs, height=height, label=f"{variant} / convgrad")
+    colours = dict(zip(variants, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    fig, ax = plt.subplots(figsize=(10, 0.62 * len(rows) + 1.6))
+    y, ticks = 0.0, []
+    for name in names:
+        mine = [r for r in rows if r[0] == name]
+        ticks.append((y + (len(mine) - 1) / 2, name))
+        for _, variant, ratio in mine:
+            ax.barh(y, ratio - 1, left=1, height=0.8, color=colours[variant])
+            ax.text(
+                ratio * (1.04 if ratio >= 1 else 0.96),
+                y,
+                f"{ratio:.2f}x",
+                va="center",
+                fontsize=7,
+                ha="left" if ratio >= 1 else "right",
+            )
+            y += 1
+        y += 0.6
+    ax.set_xscale("log")
     ax.axvline(1.0, color="black", linewidth=1)
-    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize=8)
+    ax.set_yticks([t for t, _ in ticks], [n for _, n in ticks], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("time ratio (> 1: convgrad faster); VJP = forward + backward")
-    ax.set_title(f"convgrad vs jax.grad and PyTorch, {report['machine']['processor']}, jax {report['machine']['jax']}")
-    ax.legend(fontsize=8, loc="lower right")
+    low = min(r for *_, r in rows)
+    ax.set_xlim(min(0.1, low / 1.5), max(r for *_, r in rows) * 2)
+    ax.set_xlabel("time of the other implementation / time of convgrad (log scale; > 1: convgrad faster)")
+    machine = report["machine"]
+    ax.set_title(
+        f"convgrad vs jax.grad and PyTorch: VJP (forward + backward) per op, and the MNIST train step\n"
+        f"{machine['processor']}, {machine['cpus']} cores, jax {machine['jax']}"
+        + (f", torch {machine['torch']}" if "torch" in machine else "")
+        + f"; median of {report['rounds']} interleaved rounds",
+        fontsize=9,
+    )
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[v]) for v in variants]
+    ax.legend(handles, [f"{v} / convgrad" for v in variants], fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

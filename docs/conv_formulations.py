@@ -1,0 +1,165 @@
+"""The measurements behind docs/performance.md's "Convolutions" section.
+
+    PYTHONPATH=. python docs/conv_formulations.py
+
+Times, with convgrad.bench's interleaved method, (1) this machine's memory and GEMM
+throughput, (2) alternative formulations of conv 32->64 3x3 on 14x14 (batch 128,
+channels-last) against XLA's convolution, and (3) the im2col weight gradient against
+XLA's for 1 to 32 input channels. Every formulation is checked against XLA's result
+before it is timed. Prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convgrad.bench import time_variants
+from convgrad.testing import TOLERANCES
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+RTOL = TOLERANCES["float32"].rtol  # formulations differ only in float32 summation order
+TAPS = [(i, j) for i in range(3) for j in range(3)]
+
+
+def normal(seed, shape, scale=1.0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape) * scale, jnp.float32)
+
+
+def medians(variants, rounds=21):
+    return {name: statistics.median(samples) * 1e3 for name, samples in time_variants(variants, rounds).items()}
+
+
+def conv(x, w):
+    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+
+
+def machine_throughput():
+    a = normal(0, (32, 262144))  # 32 MiB
+    cols, w = normal(1, (25088, 288)), normal(2, (288, 64))
+    times = medians({"a + 1 (32 MiB)": (jax.jit(lambda a: a + 1), (a,)), "GEMM": (jax.jit(jnp.matmul), (cols, w))})
+    print("| measurement | time | throughput |\n| --- | ---: | ---: |")
+    print(
+        f"| `a + 1` over 32 MiB | {times['a + 1 (32 MiB)']:.2f} ms | {64 / 1.024 / times['a + 1 (32 MiB)']:.1f} GB/s |"
+    )
+    gflops = 2 * 25088 * 288 * 64 / times["GEMM"] / 1e6
+    print(f"| (25088 x 288) @ (288 x 64) float32 GEMM | {times['GEMM']:.2f} ms | {gflops:.0f} GFLOP/s |\n")
+
+
+def formulations(n=128, size=14, c=32, o=64):
+    x, w, g = normal(0, (n, size, size, c)), normal(1, (3, 3, c, o)), normal(2, (n, size, size, o))
+    positions = n * size * size
+
+    def padded(a):
+        return jnp.pad(a, ((0, 0), (1, 1), (1, 1), (0, 0)))
+
+    def forward_one_gemm(x, w):
+        cols = jnp.concatenate([padded(x)[:, i : i + size, j : j + size] for i, j in TAPS], -1)
+        return (cols.reshape(positions, 9 * c) @ w.reshape(9 * c, o)).reshape(n, size, size, o)
+
+    def forward_per_tap(x, w):
+        xp = padded(x)
+        return sum(xp[:, i : i + size, j : j + size].reshape(positions, c) @ w[i, j] for i, j in TAPS).reshape(g.shape)
+
+    def rows(a):  # the 3 horizontal taps as channels: (N, H + 2, W, 3C)
+        ap = padded(a)
+        return jnp.concatenate([ap[:, :, j : j + size] for j in range(3)], -1)
+
+    def forward_rows(x, w):
+        xw = rows(x)
+        return sum(xw[:, i : i + size].reshape(positions, 3 * c) @ w[i].reshape(3 * c, o) for i in range(3)).reshape(
+            g.shape
+        )
+
+    def weight_one_gemm(x, g):
+        cols = jnp.concatenate([padded(x)[:, i : i + size, j : j + size] for i, j in TAPS], -1)
+        return (g.reshape(positions, o).T @ cols.reshape(positions, 9 * c)).T.reshape(3, 3, c, o)
+
+    def weight_per_tap(x, g):
+        xp, g_t = padded(x), g.reshape(positions, o).T
+        return jnp.stack([(g_t @ xp[:, i : i + size, j : j + size].reshape(positions, c)).T for i, j in TAPS]).reshape(
+            3, 3, c, o
+        )
+
+    def weight_rows(x, g):
+        xw, g_t = rows(x), g.reshape(positions, o).T
+        return jnp.stack([(g_t @ xw[:, i : i + size].reshape(positions, 3 * c)).T.reshape(3, c, o) for i in range(3)])
+
+    def input_rows(g, w):
+        w_t = jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2)
+        gw = rows(g)
+        return sum(gw[:, i : i + size].reshape(positions, 3 * o) @ w_t[i].reshape(3 * o, c) for i in range(3)).reshape(
+            x.shape
+        )
+
+    xla = {
+        "forward": jax.jit(conv),
+        "weight gradient": jax.jit(lambda x, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
+        "input gradient": jax.jit(lambda g, w: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
+    }
+    args = {"forward": (x, w), "weight gradient": (x, g), "input gradient": (g, w)}
+    table = {
+        "XLA convolution": xla,
+        "one GEMM over 9 concatenated patch copies": {"forward": forward_one_gemm, "weight gradient": weight_one_gemm},
+        "9 per-tap GEMMs over strided slices": {"forward": forward_per_tap, "weight gradient": weight_per_tap},
+        "3 row-grouped GEMMs over 3 shifted copies": {
+            "forward": forward_rows,
+            "weight gradient": weight_rows,
+            "input gradient": input_rows,
+        },
+    }
+    variants = {}
+    for name, by_kind in table.items():
+        for kind, fn in by_kind.items():
+            fn = jax.jit(fn)
+            expected = xla[kind](*args[kind])
+            error = float(jnp.max(jnp.abs(fn(*args[kind]) - expected)) / jnp.max(jnp.abs(expected)))
+            assert error < RTOL, (name, kind, error)
+            variants[(name, kind)] = (fn, args[kind])
+    times = medians({f"{name} | {kind}": v for (name, kind), v in variants.items()})
+    print(f"conv {c}->{o} 3x3 on {size}x{size}, batch {n}, NHWC:\n")
+    print("| formulation | forward | weight gradient | input gradient |\n| --- | ---: | ---: | ---: |")
+    for name, by_kind in table.items():
+        cells = [f"{times[f'{name} | {k}']:.1f} ms" if k in by_kind else "" for k in args]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+
+
+def im2col_crossover():
+    print("| input channels, size, batch | XLA weight gradient | im2col GEMM weight gradient |\n| --- | ---: | ---: |")
+    for n, size, c, o in [
+        (128, 28, 1, 32),
+        (128, 28, 3, 32),
+        (32, 56, 3, 64),
+        (128, 28, 8, 32),
+        (128, 28, 16, 32),
+        (128, 14, 32, 64),
+    ]:
+        x, g = normal(0, (n, size, size, c)), normal(1, (n, size, size, o))
+        w = normal(2, (3, 3, c, o))
+
+        def textbook(x, g, w=w):
+            return jax.vjp(lambda w: conv(x, w), w)[1](g)[0]
+
+        def im2col(x, g, n=n, size=size, c=c, o=o):
+            xp = jnp.pad(jnp.moveaxis(x, -1, 0), ((0, 0), (0, 0), (1, 1), (1, 1)))  # (C, N, H + 2, W + 2)
+            cols = jnp.stack([xp[:, :, i : i + size, j : j + size] for i, j in TAPS]).reshape(9 * c, n * size * size)
+            return (cols @ g.reshape(n * size * size, o)).reshape(3, 3, c, o)
+
+        expected = jax.jit(textbook)(x, g)
+        error = float(jnp.max(jnp.abs(jax.jit(im2col)(x, g) - expected)) / jnp.max(jnp.abs(expected)))
+        assert error < RTOL, (c, error)
+        times = medians({"xla": (jax.jit(textbook), (x, g)), "im2col": (jax.jit(im2col), (x, g))})
+        print(f"| {c} ({size}x{size}, batch {n}) | {times['xla']:.1f} ms | {times['im2col']:.1f} ms |")
+    print()
+
+
+if __name__ == "__main__":
+    print(f"jax {jax.__version__}, {jax.devices()[0]}\n")
+    machine_throughput()
+    formulations()
+    im2col_crossover()
