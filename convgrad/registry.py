@@ -558,7 +558,7 @@ def _mse_sample(draw: Draw) -> Case:
 
 # ---------------------------------------------------------------------------- the table
 
-OPS: dict[str, OpSpec] = {
+_SPECS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
         OpSpec(
@@ -704,3 +704,23 @@ OPS: dict[str, OpSpec] = {
         ),
     )
 }
+
+# The order of docs/derivations.md: convolutions, pooling, the MLP side.
+_ORDER = (
+    "conv",
+    "conv_transpose",
+    "max_pool",
+    "max_unpool",
+    "avg_pool",
+    "dense",
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "softmax_cross_entropy",
+    "mse",
+)
+OPS: dict[str, OpSpec] = {name: _SPECS[name] for name in _ORDER}
+if set(OPS) != set(_SPECS):
+    raise RuntimeError(f"convgrad.registry: _ORDER lists {sorted(OPS)} but the table holds {sorted(_SPECS)}")
