@@ -4,7 +4,9 @@
 --xla_force_host_platform_device_count=8, set by the caller before JAX starts)
 computes, for every model, the gradient of one batch on one device, under
 ``jit`` with the batch sharded over 8 devices, and under ``shard_map`` (per-device
-loss, ``pmean``, gradient taken outside); per-example gradients by ``vmap`` (the
+loss, ``pmean``, gradient taken outside; with and without casting the parameters
+to varying); each op's gradient under ``shard_map`` with a replicated operand;
+per-example gradients by ``vmap`` (the
 batch sharded) and by a loop on one device; a few training steps on 1 and on 8
 devices; and the messages of the errors the tests expect. It writes arrays and
 messages to OUT.npz and asserts nothing: the tests compare.
@@ -101,6 +103,14 @@ def devices(out_path: str) -> None:
         )
         _leaves(f"grad/{name}/shard_map", jax.jit(jax.grad(mapped))(params, images, labels), out)
 
+        as_is = jax.shard_map(  # the same without the cast: the ops' backwards take the psum themselves
+            lambda p, x, y, loss=loss: jax.lax.pmean(loss(p, x, y), parallel.DATA_AXIS),
+            mesh=mesh,
+            in_specs=(PartitionSpec(), PartitionSpec(parallel.DATA_AXIS), PartitionSpec(parallel.DATA_AXIS)),
+            out_specs=PartitionSpec(),
+        )
+        _leaves_or_error(f"grad/{name}/shard_map_as_is", out, jax.jit(jax.grad(as_is)), params, images, labels)
+
         def example_grad(params, image, label, grad=grad):
             return grad(params, image[None], label[None])
 
@@ -140,16 +150,10 @@ def devices(out_path: str) -> None:
     )
     _leaves("resume/resumed", state.params, out)
 
+    replicated_operands(mesh, out)
     name = "cnn"
     loss = loss_fn(ARCHITECTURES[name], KITS["custom"])
     params = ARCHITECTURES[name].init(jax.random.key(0))
-    specs = (PartitionSpec(), PartitionSpec(parallel.DATA_AXIS), PartitionSpec(parallel.DATA_AXIS))
-    without_pcast = jax.shard_map(
-        lambda p, x, y: jax.lax.pmean(loss(p, x, y), parallel.DATA_AXIS), mesh=mesh, in_specs=specs, out_specs=specs[0]
-    )
-    out["error/shard_map_without_pcast"] = np.array(
-        _message(lambda: jax.jit(jax.grad(without_pcast))(params, images, labels))
-    )
     explicit = jax.make_mesh((8,), (parallel.DATA_AXIS,), axis_types=(AxisType.Explicit,))
 
     def explicit_grad():
@@ -179,6 +183,71 @@ def devices(out_path: str) -> None:
         verify.split_mesh = split_mesh
         out[f"{run}/status"], out[f"{run}/output"] = np.array(status), np.array(printed.getvalue())
     np.savez(out_path, **out)
+
+
+def replicated_operands(mesh, out: dict) -> None:
+    """Each op with a replicated operand, under ``shard_map`` with ``check_vma``: its gradient, and one device's.
+
+    The first argument is split over ``data``, the others are the same on every device; the loss is
+    the ``psum`` of the devices' ``sum(sin(op(...)))``. On one device the same sum runs over the whole
+    batch (for ``mse``, whose ``target`` has one device's shape, over the 8 slices by ``vmap``).
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import PartitionSpec
+
+    import convgrad
+
+    rng = np.random.default_rng(7)
+
+    def normal(*shape):
+        return jnp.asarray(rng.standard_normal(shape), jnp.float32)
+
+    cases = {
+        "conv": (lambda x, w, b: convgrad.conv(x, w, b, padding=1), normal(16, 3, 6, 6), normal(4, 3, 3, 3), normal(4)),
+        "conv_transpose": (
+            lambda x, w, b: convgrad.conv_transpose(x, w, b, stride=2, groups=2),
+            normal(16, 4, 5, 5),
+            normal(4, 3, 3, 3),
+            normal(6),
+        ),
+        "dense": (convgrad.dense, normal(16, 5), normal(5, 3), normal(3)),
+        "mse": (convgrad.mse, normal(16, 3), normal(2, 3)),  # target: one device's slice of y
+    }
+    for name, (op, first, *rest) in cases.items():
+
+        def device_loss(first, *rest, op=op):
+            return jax.lax.psum(jnp.sum(jnp.sin(op(first, *rest))), parallel.DATA_AXIS)
+
+        mapped = jax.shard_map(
+            device_loss,
+            mesh=mesh,
+            in_specs=(PartitionSpec(parallel.DATA_AXIS), *(PartitionSpec(),) * len(rest)),
+            out_specs=PartitionSpec(),
+        )
+        argnums = tuple(range(1 + len(rest)))
+        _leaves_or_error(f"operands/{name}/shard_map", out, jax.jit(jax.grad(mapped, argnums)), first, *rest)
+        if name == "mse":
+
+            def one_device(y, target, op=op):
+                slices = y.reshape(8, -1, *y.shape[1:])
+                return jnp.sum(jnp.sin(jax.vmap(op, in_axes=(0, None))(slices, target)))
+        else:
+
+            def one_device(first, *rest, op=op):
+                return jnp.sum(jnp.sin(op(first, *rest)))
+
+        _leaves(f"operands/{name}/one", jax.jit(jax.grad(one_device, argnums))(first, *rest), out)
+
+
+def _leaves_or_error(prefix: str, out: dict, fn, *args) -> None:
+    """``_leaves(prefix, fn(*args), out)``, or the message of what ``fn(*args)`` raised under ``error/prefix``."""
+    try:
+        tree = fn(*args)
+    except Exception as error:
+        out[f"error/{prefix}"] = np.array(f"{type(error).__name__}: {error}")
+        return
+    _leaves(prefix, tree, out)
 
 
 def many_steps(out_path: str) -> None:

@@ -118,16 +118,25 @@ def test_shard_map_per_device_loss_with_pmean_gives_the_global_gradient(eight, n
     _assert_trees_close(_tree(eight, f"grad/{name}/shard_map"), one, f"{name}: shard_map gradient vs one device")
 
 
-def test_shard_map_needs_the_parameters_cast_to_varying(eight):
-    """Under ``check_vma`` a custom VJP's weight gradient varies over ``data`` while the weight does not.
+@pytest.mark.parametrize("name", sharding_checks.MODELS)
+def test_shard_map_needs_no_cast_of_the_parameters(eight, name):
+    """The same ``shard_map`` with ``check_vma`` and the parameters left replicated, as with JAX's own ops.
 
-    JAX then rejects the backward rule's output type; ``jax.lax.pcast(params,
-    "data", to="varying")`` inside the shard_map (whose transpose is the psum)
-    is the fix, on the caller's side (JAX's own ops insert it themselves).
+    Each backward sums its replicated operands' cotangents over the devices
+    (:func:`convgrad.ops.replicas.like_primal`); without that JAX rejects the
+    backward's output type.
     """
-    message = str(eight["error/shard_map_without_pcast"])
-    assert "Custom VJP bwd rule must produce an output with the same type" in message
-    assert "manual axis types do not match" in message
+    assert f"error/grad/{name}/shard_map_as_is" not in eight, str(eight[f"error/grad/{name}/shard_map_as_is"])
+    one = _tree(eight, f"grad/{name}/one")
+    _assert_trees_close(_tree(eight, f"grad/{name}/shard_map_as_is"), one, f"{name}: shard_map gradient vs one device")
+
+
+@pytest.mark.parametrize("name", ["conv", "conv_transpose", "dense", "mse"])
+def test_shard_map_gradient_of_a_replicated_operand_is_the_sum_over_devices(eight, name):
+    """The batch split over 8 devices, the other operands replicated: their gradients equal one device's."""
+    assert f"error/operands/{name}/shard_map" not in eight, str(eight[f"error/operands/{name}/shard_map"])
+    one = _tree(eight, f"operands/{name}/one")
+    _assert_trees_close(_tree(eight, f"operands/{name}/shard_map"), one, f"{name}: shard_map gradient vs one device")
 
 
 def test_an_explicit_axis_mesh_is_refused_at_trace_time(eight):

@@ -28,6 +28,7 @@ from convgrad.ops.geometry import (
     same_padding,
     weight_grad_padding,
 )
+from convgrad.ops.replicas import like_primal
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,19 +131,22 @@ def _conv(geometry: ConvGeometry, x: jax.Array, w: jax.Array, b: jax.Array | Non
 
 
 def _conv_fwd(geometry, x, w, b):
-    """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` only marks that a bias exists."""
+    """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` marks that a bias exists."""
     return conv_forward(x, w, b, geometry), (x, w, b)
 
 
 def _conv_bwd(geometry, residuals, g):
-    """``(dx, dw, db)``: the three formulas of the docstring."""
+    """``(dx, dw, db)``: the three formulas of the docstring, each summed over the devices that share its argument.
+
+    (:func:`~convgrad.ops.replicas.like_primal`: a no-op outside ``shard_map``.)
+    """
     x, w, b = residuals
     in_spatial = tuple(x.shape[a] for a in geometry.dn.lhs_spec[2:])
     kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
     x_grad = conv_input_grad(g, w, geometry, in_spatial)
     w_grad = CONV_BACKWARDS[geometry.backward](x, g, geometry, kernel_spatial)
-    b_grad = None if b is None else conv_bias_grad(g, geometry).astype(b.dtype)
-    return x_grad, w_grad, b_grad
+    b_grad = None if b is None else like_primal(conv_bias_grad(g, geometry).astype(b.dtype), b)
+    return like_primal(x_grad, x), like_primal(w_grad, w), b_grad
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)

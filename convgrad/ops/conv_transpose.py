@@ -32,6 +32,7 @@ from convgrad.ops.conv import (
     dimension_numbers_for,
 )
 from convgrad.ops.geometry import conv_transpose_output_size, conv_transpose_padding, dilated_size
+from convgrad.ops.replicas import like_primal
 
 
 def conv_transpose(
@@ -161,12 +162,14 @@ def _conv_transpose(
 
 
 def _conv_transpose_fwd(geometry, out_spatial, x, w, b):
-    """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` only marks that a bias exists."""
+    """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` marks that a bias exists."""
     return conv_transpose_forward(x, w, b, geometry, out_spatial), (x, w, b)
 
 
 def _conv_transpose_bwd(geometry, out_spatial, residuals, g):
-    """``(dx, dw, db)``: the three formulas of the docstring.
+    """``(dx, dw, db)``: the three formulas of the docstring, each summed over the devices that share its argument.
+
+    (:func:`~convgrad.ops.replicas.like_primal`: a no-op outside ``shard_map``.)
 
     ``geometry`` is that of the convolution whose input gradient this op is. In
     its terms ``g`` plays that convolution's input and ``x`` its cotangent, so
@@ -175,8 +178,8 @@ def _conv_transpose_bwd(geometry, out_spatial, residuals, g):
     x, w, b = residuals
     x_grad = conv_forward(g, w, None, geometry)
     w_grad = conv_weight_grad(g, x, geometry, w.shape[2:])
-    b_grad = None if b is None else conv_bias_grad(g, geometry).astype(b.dtype)
-    return x_grad, w_grad, b_grad
+    b_grad = None if b is None else like_primal(conv_bias_grad(g, geometry).astype(b.dtype), b)
+    return like_primal(x_grad, x), like_primal(w_grad, w), b_grad
 
 
 _conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)

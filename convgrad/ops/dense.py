@@ -15,6 +15,7 @@ from jax.typing import ArrayLike
 
 from convgrad.ops import arguments
 from convgrad.ops.precision import accumulator_dtype
+from convgrad.ops.replicas import like_primal
 
 
 def dense(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None) -> jax.Array:
@@ -60,17 +61,20 @@ def _dense(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
 
 
 def _dense_fwd(x, w, b):
-    """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` only marks that a bias exists."""
+    """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` marks that a bias exists."""
     return dense_forward(x, w, b), (x, w, b)
 
 
 def _dense_bwd(residuals, g):
-    """``(dx, dw, db)``: the three formulas of the docstring."""
+    """``(dx, dw, db)``: the three formulas of the docstring, each summed over the devices that share its argument.
+
+    (:func:`~convgrad.ops.replicas.like_primal`: a no-op outside ``shard_map``.)
+    """
     x, w, b = residuals
     x_grad = dense_input_grad(g, w)
     w_grad = dense_weight_grad(x, g)
-    b_grad = None if b is None else dense_bias_grad(g).astype(b.dtype)
-    return x_grad, w_grad, b_grad
+    b_grad = None if b is None else like_primal(dense_bias_grad(g).astype(b.dtype), b)
+    return like_primal(x_grad, x), like_primal(w_grad, w), b_grad
 
 
 _dense.defvjp(_dense_fwd, _dense_bwd)

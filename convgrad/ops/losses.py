@@ -15,6 +15,7 @@ from jax.typing import ArrayLike
 from convgrad.ops import arguments
 from convgrad.ops.activations import shifted_logits
 from convgrad.ops.precision import accumulator_dtype
+from convgrad.ops.replicas import like_primal
 
 # ---------------------------------------------------------------------------- softmax_cross_entropy
 
@@ -162,15 +163,22 @@ def _mse(y: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def _mse_fwd(y, target):
-    """Save the difference ``y - target``, the only thing both gradients are made of (``n`` is its size)."""
+    """Save the difference ``y - target``, the only thing both gradients are made of (``n`` is its size).
+
+    ``y`` and ``target`` are kept for their types only (under ``shard_map``, which devices share them).
+    """
     diff = y - target
-    return mse_forward(diff), diff
+    return mse_forward(diff), (diff, y, target)
 
 
-def _mse_bwd(diff, g):
-    """``(dy, dtarget) = (g (2/n) diff, -g (2/n) diff)``."""
+def _mse_bwd(residuals, g):
+    """``(dy, dtarget) = (g (2/n) diff, -g (2/n) diff)``, each summed over the devices that share its argument.
+
+    (:func:`~convgrad.ops.replicas.like_primal`: a no-op outside ``shard_map``.)
+    """
+    diff, y, target = residuals
     y_grad = mse_input_grad(diff, g)
-    return y_grad, -y_grad
+    return like_primal(y_grad, y), like_primal(-y_grad, target)
 
 
 _mse.defvjp(_mse_fwd, _mse_bwd)
