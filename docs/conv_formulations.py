@@ -3,15 +3,19 @@
     PYTHONPATH=. python docs/conv_formulations.py
 
 Times, with convgrad.bench's interleaved method, (1) this machine's memory and GEMM
-throughput, (2) alternative formulations of conv 32->64 3x3 on 14x14 (batch 128,
-channels-last) against XLA's convolution, and (3) the im2col weight gradient against
+throughput, (2) how close XLA's convolutions on the 64->64 3x3 56x56 layer come to that
+GEMM throughput, (3) alternative formulations of conv 32->64 3x3 on 14x14 (batch 128,
+channels-last) against XLA's convolution, and (4) the im2col weight gradient against
 XLA's for 1 to 32 input channels. Every formulation is checked against XLA's result
-before it is timed. Prints markdown tables.
+before it is timed. Prints markdown tables. Name sections to run only those:
+
+    PYTHONPATH=. python docs/conv_formulations.py machine_throughput conv_throughput
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -41,13 +45,74 @@ def conv(x, w):
 def machine_throughput():
     a = normal(0, (32, 262144))  # 32 MiB
     cols, w = normal(1, (25088, 288)), normal(2, (288, 64))
-    times = medians({"a + 1 (32 MiB)": (jax.jit(lambda a: a + 1), (a,)), "GEMM": (jax.jit(jnp.matmul), (cols, w))})
+    square = normal(3, (2048, 2048))
+    times = medians(
+        {
+            "a + 1 (32 MiB)": (jax.jit(lambda a: a + 1), (a,)),
+            "GEMM": (jax.jit(jnp.matmul), (cols, w)),
+            "square GEMM": (jax.jit(jnp.matmul), (square, square)),
+        }
+    )
     print("| measurement | time | throughput |\n| --- | ---: | ---: |")
     print(
         f"| `a + 1` over 32 MiB | {times['a + 1 (32 MiB)']:.2f} ms | {64 / 1.024 / times['a + 1 (32 MiB)']:.1f} GB/s |"
     )
     gflops = 2 * 25088 * 288 * 64 / times["GEMM"] / 1e6
-    print(f"| (25088 x 288) @ (288 x 64) float32 GEMM | {times['GEMM']:.2f} ms | {gflops:.0f} GFLOP/s |\n")
+    print(f"| (25088 x 288) @ (288 x 64) float32 GEMM | {times['GEMM']:.2f} ms | {gflops:.0f} GFLOP/s |")
+    gflops = 2 * 2048**3 / times["square GEMM"] / 1e6
+    print(f"| (2048 x 2048) @ (2048 x 2048) float32 GEMM | {times['square GEMM']:.2f} ms | {gflops:.0f} GFLOP/s |\n")
+
+
+def conv_throughput(n=32, size=56, c=64, o=64):
+    """XLA's products of the 64->64 3x3 layer in GFLOP/s; a GEMM of the same FLOPs; and shifted-row GEMMs.
+
+    The GEMM is given its im2col patches for free: it bounds what any patch formulation
+    could reach. The shifted-row formulation needs no patches: with the input padded and
+    flattened to rows ``(n * (H + 2) * (W + 2), C)``, tap ``(i, j)`` reads one contiguous
+    block of rows starting at ``i * (W + 2) + j``, and the cotangent, padded with zero rows
+    and columns to the same grid, zeroes the positions that wrap around a row's end.
+    """
+    x, w, g = normal(0, (n, size, size, c)), normal(1, (3, 3, c, o)), normal(2, (n, size, size, o))
+    flops = 2 * n * size * size * c * o * 9
+    positions = n * size * size
+    cols, w_mat = normal(3, (positions, 9 * c)), normal(4, (9 * c, o))
+    side = size + 2
+    rows = n * side * side
+
+    def padded_rows(x):
+        flat = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(rows, c)
+        return jnp.pad(flat, ((0, 2 * side + 2), (0, 0)))  # room for the last tap's block
+
+    def forward_shifted(x, w):
+        xr = padded_rows(x)
+        y = sum(xr[i * side + j : i * side + j + rows] @ w[i, j] for i, j in TAPS)
+        return y.reshape(n, side, side, o)[:, :size, :size]
+
+    def weight_shifted(x, g):
+        xr = padded_rows(x)
+        gr = jnp.pad(g, ((0, 0), (0, 2), (0, 2), (0, 0))).reshape(rows, o)
+        return jnp.stack([xr[i * side + j : i * side + j + rows].T @ gr for i, j in TAPS]).reshape(3, 3, c, o)
+
+    xla_forward = jax.jit(conv)
+    xla_weight = jax.jit(lambda x, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
+    for shifted, xla, args in ((forward_shifted, xla_forward, (x, w)), (weight_shifted, xla_weight, (x, g))):
+        expected = xla(*args)
+        error = float(jnp.max(jnp.abs(jax.jit(shifted)(*args) - expected)) / jnp.max(jnp.abs(expected)))
+        assert error < RTOL, (shifted.__name__, error)
+    products = {
+        "XLA forward": (xla_forward, (x, w)),
+        "XLA weight gradient": (xla_weight, (x, g)),
+        "XLA input gradient": (jax.jit(lambda g, w: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]), (g, w)),
+        "one GEMM, patches given": (jax.jit(jnp.matmul), (cols, w_mat)),
+        "shifted-row GEMMs, forward": (jax.jit(forward_shifted), (x, w)),
+        "shifted-row GEMMs, weight gradient": (jax.jit(weight_shifted), (x, g)),
+    }
+    times = medians(products)
+    print(f"conv {c}->{o} 3x3 on {size}x{size}, batch {n}, NHWC ({flops / 1e9:.2f} GFLOP per product):\n")
+    print("| product | time | throughput |\n| --- | ---: | ---: |")
+    for name, t in times.items():
+        print(f"| {name} | {t:.1f} ms | {flops / t / 1e6:.0f} GFLOP/s |")
+    print()
 
 
 def formulations(n=128, size=14, c=32, o=64):
@@ -138,6 +203,7 @@ def im2col_crossover():
         (128, 28, 8, 32),
         (128, 28, 16, 32),
         (128, 14, 32, 64),
+        (32, 56, 64, 64),
     ]:
         x, g = normal(0, (n, size, size, c)), normal(1, (n, size, size, o))
         w = normal(2, (3, 3, c, o))
@@ -159,7 +225,10 @@ def im2col_crossover():
 
 
 if __name__ == "__main__":
+    sections = {f.__name__: f for f in (machine_throughput, conv_throughput, formulations, im2col_crossover)}
+    unknown = set(sys.argv[1:]) - set(sections)
+    if unknown:
+        raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {list(sections)}")
     print(f"jax {jax.__version__}, {jax.devices()[0]}\n")
-    machine_throughput()
-    formulations()
-    im2col_crossover()
+    for name in sys.argv[1:] or sections:
+        sections[name]()
