@@ -135,7 +135,7 @@ def conv_case(x_shape, w_shape, bias=True, dimension_numbers=None, **kwargs) -> 
     return case(tuple(x_shape), tuple(w_shape), b_shape, **kwargs)
 
 
-def _conv_loop_forward(x, w, b, dimension_numbers=None, backward=None, **options):
+def _conv_loop_forward(x, w, b, dimension_numbers=None, formulation=None, **options):
     if dimension_numbers is None:
         return reference.conv(x, w, b, **options)
     n = np.ndim(w) - 2
@@ -147,7 +147,7 @@ def _conv_loop_forward(x, w, b, dimension_numbers=None, backward=None, **options
     return reference.from_channel_first(y, first[2], out)
 
 
-def _conv_loop_vjp(x, w, b, g, dimension_numbers=None, backward=None, **options):
+def _conv_loop_vjp(x, w, b, g, dimension_numbers=None, formulation=None, **options):
     if dimension_numbers is None:
         return reference.conv_vjp(x, w, b, g, **options)
     n = np.ndim(w) - 2
@@ -201,9 +201,9 @@ def _conv_sample(draw: Draw) -> Case:
     big = n < 3
     in_spatial, kernel, options = _sample_spatial(draw, n, max_kernel=4 if big else 3, max_out=4 if big else 3)
     layout = draw.choice([None, None, _CHANNELS_LAST[n]])
-    backward = draw.choice(["auto", "auto", "textbook", "im2col"])
-    if backward != "auto":
-        options["backward"] = backward
+    formulation = draw.choice(["auto", "auto", "textbook", "im2col"])
+    if formulation != "auto":
+        options["formulation"] = formulation
     return conv_case(
         (draw.integer(1, 2), groups * group_in, *in_spatial),
         (groups * group_out, group_in, *kernel),
@@ -223,7 +223,7 @@ _CONV_CASES = (
         padding=((1, 2), (0, 1)),
         dilation=(2, 1),
         groups=2,
-        backward="textbook",
+        formulation="textbook",
     ),
     conv_case((1, 4, 9, 9), (8, 1, 3, 3), padding="SAME", groups=4),  # depthwise, multiplier 2
     conv_case((2, 3, 9, 8), (4, 3, 2, 2), stride=3, padding="VALID", bias=False),  # stride > kernel
@@ -231,7 +231,7 @@ _CONV_CASES = (
     conv_case((2, 3, 11), (4, 3, 5), stride=2, padding=2, dilation=2),
     conv_case((1, 2, 5, 6, 4), (3, 2, 3, 2, 2), stride=(1, 2, 1), padding=1),
     conv_case((2, 4, 7, 8), (6, 2, 3, 3), dimension_numbers=_CHANNELS_LAST[2], stride=2, padding="SAME", groups=2),
-    # the im2col weight gradient: chosen by "auto" on CPU for few input channels, and forced
+    # the im2col forward and weight gradient: chosen by "auto" on CPU for few input channels, and forced
     conv_case((2, 1, 9, 9), (4, 1, 3, 3), dimension_numbers=_CHANNELS_LAST[2], padding="SAME"),
     conv_case(
         (2, 4, 8, 9),
@@ -240,14 +240,14 @@ _CONV_CASES = (
         padding=((1, 2), (0, 1)),
         dilation=(2, 1),
         groups=2,
-        backward="im2col",
+        formulation="im2col",
     ),
-    conv_case((2, 1, 9, 9), (4, 1, 3, 3), padding="SAME", backward="textbook"),
+    conv_case((2, 1, 9, 9), (4, 1, 3, 3), padding="SAME", formulation="textbook"),
 )
 
 
-def _conv_reference(x, w, b=None, backward=None, **options):
-    """The plain-lax conv (``backward`` only selects convgrad's formulation, so the reference ignores it)."""
+def _conv_reference(x, w, b=None, formulation=None, **options):
+    """The plain-lax conv (``formulation`` only selects how convgrad computes it, so the reference ignores it)."""
     return autodiff.conv(x, w, b, **options)
 
 

@@ -202,36 +202,56 @@ def test_bad_input_raises_a_clear_error(args, kwargs, error, message):
             jax.jit(lambda *a: convgrad.conv(*a, **kwargs))(*args)
 
 
-def _convolutions_in_weight_gradient(x_shape, w_shape, backward):
-    """How many convolutions XLA runs for dL/dw (dL/dx is not asked for, so its convolution is dropped)."""
+def _convolutions(x_shape, w_shape, formulation, wrt=("w",)):
+    """How many convolutions XLA runs for ``y`` and the gradients ``wrt`` (unasked gradients are dropped)."""
     x, w = jnp.ones(x_shape, jnp.float32), jnp.ones(w_shape, jnp.float32)
-    grad = jax.jit(jax.grad(lambda w: jnp.sum(convgrad.conv(x, w, padding=1, backward=backward) ** 2)))
-    return grad.lower(w).compile().as_text().count(" convolution(")
+
+    def loss(x, w):
+        return jnp.sum(convgrad.conv(x, w, padding=1, formulation=formulation) ** 2)
+
+    argnums = tuple({"x": 0, "w": 1}[name] for name in wrt)
+    program = jax.jit(jax.value_and_grad(loss, argnums) if argnums else loss)
+    return program.lower(x, w).compile().as_text().count(" convolution(")
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the im2col weight gradient is chosen on CPU only")
-def test_auto_backward_uses_im2col_on_cpu_for_few_channels():
-    """With one input channel "auto" computes dw as a matrix product (only the forward stays a convolution)."""
-    assert _convolutions_in_weight_gradient((4, 1, 10, 10), (8, 1, 3, 3), "auto") == 1
-    assert _convolutions_in_weight_gradient((4, 1, 10, 10), (8, 1, 3, 3), "im2col") == 1
-    assert _convolutions_in_weight_gradient((4, 1, 10, 10), (8, 1, 3, 3), "textbook") == 2
-    # 8 channels x 9 taps = 72 patch rows: the textbook convolution is faster there
-    assert _convolutions_in_weight_gradient((4, 8, 10, 10), (8, 8, 3, 3), "auto") == 2
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the im2col formulation is chosen on CPU only")
+def test_auto_formulation_uses_im2col_on_cpu_for_few_channels():
+    """With one input channel "auto" computes y and dw without a convolution; dx stays one."""
+    assert _convolutions((4, 1, 10, 10), (8, 1, 3, 3), "auto") == 0
+    assert _convolutions((4, 1, 10, 10), (8, 1, 3, 3), "im2col") == 0
+    assert _convolutions((4, 1, 10, 10), (8, 1, 3, 3), "textbook") == 2
+    assert _convolutions((4, 1, 10, 10), (8, 1, 3, 3), "auto", wrt=("x", "w")) == 1
+    # 8 channels x 9 taps = 72 patch rows: the textbook convolutions are faster there
+    assert _convolutions((4, 8, 10, 10), (8, 8, 3, 3), "auto") == 2
 
 
-def test_backward_formulations_agree():
+@pytest.mark.parametrize(
+    "layout, x_axes, w_axes",  # the layout, and the transposes that take NCHW / OIHW arrays to it
+    [
+        (None, (0, 1, 2, 3), (0, 1, 2, 3)),
+        (("NHWC", "HWIO", "NHWC"), (0, 2, 3, 1), (2, 3, 1, 0)),
+        (("NWHC", "WIOH", "HCNW"), (0, 3, 2, 1), (3, 1, 0, 2)),
+    ],
+)
+def test_formulations_agree(layout, x_axes, w_axes):
+    """Forward and all three gradients of "im2col" and "auto" equal "textbook"'s in float64, in any layout."""
     rng = np.random.default_rng(0)
-    x, w = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((6, 1, 3, 2))
-    options = dict(stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1), groups=3)
+    x, w, b = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((6, 1, 3, 2)), rng.standard_normal(6)
+    x, w = np.transpose(x, x_axes), np.transpose(w, w_axes)
+    options = dict(stride=(2, 3), padding=((1, 2), (0, 1)), dilation=(2, 1), groups=3, dimension_numbers=layout)
 
-    def weight_grad(backward):
-        return jax.grad(lambda w: jnp.sum(jnp.sin(convgrad.conv(x, w, backward=backward, **options))))(w)
+    def value_and_grads(formulation):
+        def loss(x, w, b):
+            return jnp.sum(jnp.sin(convgrad.conv(x, w, b, formulation=formulation, **options)))
 
-    grads = {backward: weight_grad(backward) for backward in ("textbook", "im2col", "auto")}
-    np.testing.assert_allclose(grads["im2col"], grads["textbook"], rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(grads["auto"], grads["textbook"], rtol=1e-12, atol=1e-12)
+        return jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
+
+    results = {formulation: value_and_grads(formulation) for formulation in ("textbook", "im2col", "auto")}
+    for formulation in ("im2col", "auto"):
+        for got, want in zip(jax.tree.leaves(results[formulation]), jax.tree.leaves(results["textbook"])):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_unknown_backward_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"^conv: backward='fast' is not one of \['auto', 'im2col', 'textbook'\]"):
-        convgrad.conv(X, W, backward="fast")
+def test_unknown_formulation_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"^conv: formulation='fast' is not one of \['auto', 'im2col', 'textbook'\]"):
+        convgrad.conv(X, W, formulation="fast")

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Callable
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,7 @@ from convgrad.ops.geometry import (
     same_padding,
     weight_grad_padding,
 )
+from convgrad.ops.precision import accumulator_dtype
 from convgrad.ops.replicas import like_primal
 
 
@@ -45,7 +48,7 @@ class ConvGeometry:
     dilation: tuple[int, ...]
     groups: int
     dn: lax.ConvDimensionNumbers
-    backward: str = "auto"
+    formulation: str = "auto"
 
 
 def conv(
@@ -58,7 +61,7 @@ def conv(
     dilation: int | tuple[int, ...] = 1,
     groups: int = 1,
     dimension_numbers: tuple[str, str, str] | None = None,
-    backward: str = "auto",
+    formulation: str = "auto",
 ) -> jax.Array:
     r"""Multi-channel N-d convolution ``y = x * w + b`` (a cross-correlation, as in lax and PyTorch).
 
@@ -105,34 +108,39 @@ def conv(
         ``NCHW``/``OIHW``, ``NCDHW``/``OIDHW``) or lax's strings, e.g.
         ``("NHWC", "HWIO", "NHWC")``. Per-dim arguments follow the kernel's
         spatial order.
-      backward: which hand-derived formulation computes the weight gradient
-        (both give the formula above and both are verified):
-        ``"textbook"``, the correlation as one lax convolution
-        (:func:`conv_weight_grad`); ``"im2col"``, one matrix product over
-        explicit patches (:func:`conv_weight_grad_im2col`), much faster on CPU
-        when a group's patch has few rows; ``"auto"`` (default) picks
-        ``"im2col"`` on CPU when ``C/G * prod(k) <= 32`` (a first layer on
-        grayscale or RGB images) and ``"textbook"`` otherwise and on GPU/TPU.
+      formulation: how the forward and the weight gradient are computed (both
+        formulations give the formulas above and both are verified):
+        ``"textbook"``, each one lax convolution (:func:`conv_forward`,
+        :func:`conv_weight_grad`); ``"im2col"``, each a product with the
+        im2col patch matrix, whose ``C/G * prod(k)`` rows are the strided
+        slices of the input that the kernel taps read: the forward sums the
+        rows times the kernel without building the matrix
+        (:func:`conv_forward_im2col`), the weight gradient is one GEMM over it
+        (:func:`conv_weight_grad_im2col`); much faster on CPU when those rows are
+        few. ``"auto"`` (default) picks ``"im2col"`` on CPU when
+        ``C/G * prod(k) <= 32`` (a first layer on grayscale or RGB images) and
+        ``"textbook"`` otherwise and on GPU/TPU. The input gradient is always
+        the convolution with the flipped, channel-swapped kernel.
 
     Returns:
       ``y``, ``(N, O, *out)`` in the output layout, with
       ``out = (in + lo + hi - d (k - 1) - 1) // s + 1`` per spatial dim.
     """
     x, w, b, geometry = conv_arguments("conv", x, w, b, stride, padding, dilation, groups, dimension_numbers)
-    if backward not in CONV_BACKWARDS:
-        raise ValueError(f"conv: backward={backward!r} is not one of {sorted(CONV_BACKWARDS)}")
-    geometry = dataclasses.replace(geometry, backward=backward)
+    if formulation not in FORMULATIONS:
+        raise ValueError(f"conv: formulation={formulation!r} is not one of {sorted(FORMULATIONS)}")
+    geometry = dataclasses.replace(geometry, formulation=formulation)
     return _conv(geometry, x, w, b)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _conv(geometry: ConvGeometry, x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
-    return conv_forward(x, w, b, geometry)
+    return FORMULATIONS[geometry.formulation].forward(x, w, b, geometry)
 
 
 def _conv_fwd(geometry, x, w, b):
     """Save ``x`` for the weight gradient and ``w`` for the input gradient; ``b`` marks that a bias exists."""
-    return conv_forward(x, w, b, geometry), (x, w, b)
+    return FORMULATIONS[geometry.formulation].forward(x, w, b, geometry), (x, w, b)
 
 
 def _conv_bwd(geometry, residuals, g):
@@ -144,7 +152,7 @@ def _conv_bwd(geometry, residuals, g):
     in_spatial = tuple(x.shape[a] for a in geometry.dn.lhs_spec[2:])
     kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
     x_grad = conv_input_grad(g, w, geometry, in_spatial)
-    w_grad = CONV_BACKWARDS[geometry.backward](x, g, geometry, kernel_spatial)
+    w_grad = FORMULATIONS[geometry.formulation].weight_grad(x, g, geometry, kernel_spatial)
     b_grad = None if b is None else like_primal(conv_bias_grad(g, geometry).astype(b.dtype), b)
     return like_primal(x_grad, x), like_primal(w_grad, w), b_grad
 
@@ -166,6 +174,50 @@ def conv_forward(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: Conv
     if b is None:
         return y
     return y + b.reshape([-1 if axis == geometry.dn.out_spec[1] else 1 for axis in range(y.ndim)])
+
+
+def conv_forward_im2col(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
+    """``y``: the same sum as :func:`conv_forward`, one im2col patch row at a time, the matrix never built.
+
+    A row of the patch matrix is one (input channel ``c'``, kernel tap ``k``)
+    pair: the strided slice ``x_pad[n, *(i s + k d), c]`` that the tap reads, in
+    channels-last order. The forward is the patch matrix times the kernel,
+    written as a sum over its rows of the row times that row of the kernel::
+
+        y[n, *i, o] = b[o] + sum_{c', k} x_pad[n, *(i s + k d), g(o) C/G + c'] w[o, c', *k]
+
+    XLA fuses the ``C/G * prod(k)`` broadcast products into one loop that reads
+    the input's slices and writes each output once (with the bias added), with
+    no patch matrix in memory. It pays when there are few rows (a first layer);
+    for wide layers the textbook convolution is faster. The products are summed
+    in at least float32.
+    """
+    dn, groups = geometry.dn, geometry.groups
+    wide = accumulator_dtype(x.dtype)
+    x_last = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # (N, *in, C)
+    w_last = jnp.transpose(w, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))  # (*k, C/G, O)
+    pads = [(0, 0, 0), *((lo, hi, 0) for lo, hi in geometry.padding), (0, 0, 0)]
+    x_pad = lax.pad(x_last, jnp.zeros((), x.dtype), pads)
+    kernel_spatial, group_in, out_channels = w_last.shape[:-2], w_last.shape[-2], w_last.shape[-1]
+    sizes = zip(x_last.shape[1:-1], kernel_spatial, geometry.stride, geometry.padding, geometry.dilation)
+    out_spatial = tuple(conv_output_size(*size) for size in sizes)
+    x_groups = x_pad.reshape(*x_pad.shape[:-1], groups, group_in)  # channel c = g C/G + c'
+    w_groups = w_last.reshape(*kernel_spatial, group_in, groups, out_channels // groups).astype(wide)
+    y = None
+    for tap in itertools.product(*map(range, kernel_spatial)):
+        start = tuple(t * d for t, d in zip(tap, geometry.dilation))
+        limit = tuple(b0 + (o - 1) * s + 1 for b0, o, s in zip(start, out_spatial, geometry.stride))
+        rows = lax.slice(
+            x_groups, (0, *start, 0, 0), (x_groups.shape[0], *limit, groups, group_in), (1, *geometry.stride, 1, 1)
+        ).astype(wide)  # (N, *out, G, C/G)
+        for c in range(group_in):
+            term = rows[..., c : c + 1] * w_groups[(*tap, c)]  # (N, *out, G, 1) * (G, O/G)
+            y = term if y is None else y + term
+    y = y.reshape(*y.shape[:-2], out_channels)  # (N, *out, O)
+    if b is not None:
+        y = y + b.astype(wide)
+    where = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])  # the output axis of each axis of y
+    return jnp.transpose(y.astype(x.dtype), [where.index(axis) for axis in range(y.ndim)])
 
 
 def flip_and_swap(w: jax.Array, groups: int = 1, rhs_spec: tuple[int, ...] | None = None) -> jax.Array:
@@ -285,12 +337,23 @@ def conv_weight_grad_im2col(
     return jnp.transpose(dw, np.argsort(dn.rhs_spec))  # laid out like w
 
 
+def conv_forward_auto(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
+    """``im2col`` on CPU when a group's patch has at most 32 rows; the textbook convolution otherwise and elsewhere."""
+    if patch_rows(x.shape, w.shape, geometry) > IM2COL_MAX_ROWS:
+        return conv_forward(x, w, b, geometry)
+    return lax.platform_dependent(
+        x,
+        w,
+        cpu=lambda x, w: conv_forward_im2col(x, w, b, geometry),
+        default=lambda x, w: conv_forward(x, w, b, geometry),
+    )
+
+
 def conv_weight_grad_auto(
     x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
 ) -> jax.Array:
     """``im2col`` on CPU when a group's patch has at most 32 rows; the textbook convolution otherwise and elsewhere."""
-    rows = x.shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial)
-    if rows > IM2COL_MAX_ROWS:
+    if x.shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial) > IM2COL_MAX_ROWS:
         return conv_weight_grad(x, g, geometry, kernel_spatial)
     return lax.platform_dependent(
         x,
@@ -300,11 +363,29 @@ def conv_weight_grad_auto(
     )
 
 
-# Measured on a 2-core CPU (docs/performance.md): patches of 9 and 27 rows win 2-3x over
-# the textbook convolution, 72 rows and more lose.
+def patch_rows(x_shape, w_shape, geometry: ConvGeometry) -> int:
+    """``C/G * prod(k)``: the rows of one group's im2col patch matrix."""
+    kernel_spatial = [w_shape[a] for a in geometry.dn.rhs_spec[2:]]
+    return x_shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial)
+
+
+# Measured on a 2-core CPU (docs/performance.md): patches of 9 and 27 rows win 1.5-3x over
+# the textbook convolution in both the forward and the weight gradient; 36 rows break even, 72 lose.
 IM2COL_MAX_ROWS = 32
 
-CONV_BACKWARDS = {"auto": conv_weight_grad_auto, "textbook": conv_weight_grad, "im2col": conv_weight_grad_im2col}
+
+class Formulation(NamedTuple):
+    """How :func:`conv` computes its forward and its weight gradient (the input gradient is always a convolution)."""
+
+    forward: Callable[..., jax.Array]
+    weight_grad: Callable[..., jax.Array]
+
+
+FORMULATIONS = {
+    "auto": Formulation(conv_forward_auto, conv_weight_grad_auto),
+    "textbook": Formulation(conv_forward, conv_weight_grad),
+    "im2col": Formulation(conv_forward_im2col, conv_weight_grad_im2col),
+}
 
 
 def conv_bias_grad(g: jax.Array, geometry: ConvGeometry) -> jax.Array:
