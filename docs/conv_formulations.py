@@ -5,9 +5,10 @@
 Times, with convgrad.bench's interleaved method, (1) this machine's memory and GEMM
 throughput, (2) how close XLA's convolutions on the 64->64 3x3 56x56 layer come to that
 GEMM throughput, (3) alternative formulations of conv 32->64 3x3 on 14x14 (batch 128,
-channels-last) against XLA's convolution, and (4) the im2col weight gradient against
-XLA's for 1 to 32 input channels. Every formulation is checked against XLA's result
-before it is timed. Prints markdown tables. Name sections to run only those:
+channels-last) against XLA's convolution, and (4) convgrad's im2col forward and weight
+gradient against its textbook ones (XLA's convolutions) for 1 to 64 input channels.
+Every formulation is checked against XLA's result before it is timed. Prints markdown
+tables. Name sections to run only those:
 
     PYTHONPATH=. python docs/conv_formulations.py machine_throughput conv_throughput
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import statistics
 import sys
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -195,32 +197,47 @@ def formulations(n=128, size=14, c=32, o=64):
 
 
 def im2col_crossover():
-    print("| input channels, size, batch | XLA weight gradient | im2col GEMM weight gradient |\n| --- | ---: | ---: |")
+    """convgrad's two formulations of the forward and the weight gradient, by input channels (3x3, SAME, NHWC)."""
+    from convgrad.ops import conv as ops
+
+    print(
+        "| input channels, size, batch | textbook forward | im2col forward | textbook weight gradient "
+        "| im2col weight gradient |\n| --- | ---: | ---: | ---: | ---: |"
+    )
     for n, size, c, o in [
         (128, 28, 1, 32),
         (128, 28, 3, 32),
         (32, 56, 3, 64),
+        (128, 28, 4, 32),
         (128, 28, 8, 32),
         (128, 28, 16, 32),
         (128, 14, 32, 64),
         (32, 56, 64, 64),
     ]:
         x, g = normal(0, (n, size, size, c)), normal(1, (n, size, size, o))
-        w = normal(2, (3, 3, c, o))
-
-        def textbook(x, g, w=w):
-            return jax.vjp(lambda w: conv(x, w), w)[1](g)[0]
-
-        def im2col(x, g, n=n, size=size, c=c, o=o):
-            xp = jnp.pad(jnp.moveaxis(x, -1, 0), ((0, 0), (0, 0), (1, 1), (1, 1)))  # (C, N, H + 2, W + 2)
-            cols = jnp.stack([xp[:, :, i : i + size, j : j + size] for i, j in TAPS]).reshape(9 * c, n * size * size)
-            return (cols @ g.reshape(n * size * size, o)).reshape(3, 3, c, o)
-
-        expected = jax.jit(textbook)(x, g)
-        error = float(jnp.max(jnp.abs(jax.jit(im2col)(x, g) - expected)) / jnp.max(jnp.abs(expected)))
-        assert error < RTOL, (c, error)
-        times = medians({"xla": (jax.jit(textbook), (x, g)), "im2col": (jax.jit(im2col), (x, g))})
-        print(f"| {c} ({size}x{size}, batch {n}) | {times['xla']:.1f} ms | {times['im2col']:.1f} ms |")
+        w, b = normal(2, (3, 3, c, o)), normal(3, (o,))
+        dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
+        geometry = ops.ConvGeometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1, dn)
+        forward_args, weight_args = (x, w, b), (x, g)
+        variants = {
+            "textbook forward": (jax.jit(partial(ops.conv_forward, geometry=geometry)), forward_args),
+            "im2col forward": (jax.jit(partial(ops.conv_forward_im2col, geometry=geometry)), forward_args),
+            "textbook weight gradient": (
+                jax.jit(partial(ops.conv_weight_grad, geometry=geometry, kernel_spatial=(3, 3))),
+                weight_args,
+            ),
+            "im2col weight gradient": (
+                jax.jit(partial(ops.conv_weight_grad_im2col, geometry=geometry, kernel_spatial=(3, 3))),
+                weight_args,
+            ),
+        }
+        for kind in ("forward", "weight gradient"):
+            expected = variants[f"textbook {kind}"][0](*variants[f"textbook {kind}"][1])
+            got = variants[f"im2col {kind}"][0](*variants[f"im2col {kind}"][1])
+            error = float(jnp.max(jnp.abs(got - expected)) / jnp.max(jnp.abs(expected)))
+            assert error < RTOL, (c, kind, error)
+        times = medians(variants)
+        print(f"| {c} ({size}x{size}, batch {n}) | " + " | ".join(f"{times[k]:.1f} ms" for k in variants) + " |")
     print()
 
 
