@@ -9,8 +9,12 @@ and mutation tests: each injects one real bug and asserts the checks catch it.
 from __future__ import annotations
 
 import math
+import os
 import re
+import subprocess
+import sys
 from functools import partial
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +29,8 @@ from convgrad.ops import pooling
 from convgrad.registry import OPS
 from convgrad.verify import verify_case
 from tests.conftest import HypothesisDraw
+
+ROOT = Path(__file__).resolve().parents[1]
 
 NAN, INF = float("nan"), float("inf")
 
@@ -316,15 +322,17 @@ def test_dtypes(dtype):
 # ---------------------------------------------------------------------------- mutation tests
 
 
-def _last_max_tap(taps, y, real=None):
+def _last_max_tap(taps, real=None):
     """Bug: ties go to the LAST maximum in raster order."""
-    tap = jnp.full(y.shape, -1, jnp.int32)
-    for t in range(len(taps)):
-        hit = (taps[t] == y) | jnp.isnan(taps[t])
+    y, tap = taps[0], jnp.zeros(taps[0].shape, jnp.int32)
+    found = None if real is None else real[0]
+    for t in range(1, len(taps)):
+        better = (taps[t] >= y) | jnp.isnan(taps[t])
         if real is not None:
-            hit = hit & real[t]
-        tap = jnp.where(hit, t, tap)
-    return tap
+            better = real[t] & (better | ~found)
+            found = found | real[t]
+        y, tap = jnp.where(better, taps[t], y), jnp.where(better, t, tap)
+    return y, tap
 
 
 def _scatter_set(values, switches, output_size):
@@ -367,7 +375,7 @@ def _fails(op, index):
 
 def test_mutation_last_maximum_on_ties_is_caught(mutate):
     """The registry's max_pool inputs have no ties (by design, for finite differences): the hand example catches it."""
-    mutate(pooling, "first_max_tap", _last_max_tap)
+    mutate(pooling, "max_and_first_tap", _last_max_tap)
     for check in (_check_first_max_wins_ties, _check_first_max_wins_ties_overlapping):
         with pytest.raises(AssertionError):
             check()
@@ -489,3 +497,57 @@ def test_bad_input_raises_under_jit_too():
         jax.jit(lambda x: convgrad.max_pool(x, 2, padding=2))(X)
     with pytest.raises(ValueError, match=re.escape("max_unpool: switches must have the shape of y")):
         jax.jit(lambda y, s: convgrad.max_unpool(y, s, (6, 6)))(Y, S[:, :, :2])
+
+
+# Run with XLA's default optimizations (the suite turns the backend's off, see conftest.py), which
+# is where the fused producer below is compiled as users get it.
+_FUSED_PRODUCER = """
+import sys
+import numpy as np, jax, jax.numpy as jnp
+import convgrad
+
+channel_axis = int(sys.argv[1])
+rng = np.random.default_rng(0)
+x = jnp.asarray(np.maximum(rng.standard_normal((8, 1, 28, 28)), 0), jnp.float32)
+w = jnp.asarray(rng.standard_normal((16, 1, 3, 3)) * 0.5, jnp.float32)
+b = jnp.asarray(rng.standard_normal(16) * 0.1, jnp.float32)
+layout = None if channel_axis == 1 else ("NHWC", "OIHW", "NHWC")
+if layout:
+    x = jnp.moveaxis(x, 1, -1)
+
+@jax.jit
+def features_and_pool(x):
+    a = convgrad.relu(convgrad.conv(x, w, b, padding=1, formulation="im2col", dimension_numbers=layout))
+    return a, *convgrad.max_pool(a, 2, channel_axis=channel_axis)
+
+a, y, switches = (np.moveaxis(np.asarray(t), channel_axis, 1) for t in features_and_pool(x))
+at_switches = np.take_along_axis(a.reshape(*a.shape[:2], -1), switches.reshape(*switches.shape[:2], -1), 2)
+print(int(np.sum(at_switches.reshape(y.shape) != y)), y.size)
+"""
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_switches_hold_the_maximum_when_the_input_is_a_fused_expression(channel_axis):
+    """``x[switches] == y`` exactly when ``x`` is computed in the same program by a fused sum of products.
+
+    ``conv``'s im2col forward is such a producer. XLA may recompute it inside
+    each consumer with different rounding; a selection that compared the taps
+    with a separately computed maximum picked wrong taps here (131 of the
+    25,088 windows, in either layout), which no test on stored
+    inputs could see. In a fresh process with XLA's default flags.
+    """
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", _FUSED_PRODUCER, str(channel_axis)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    wrong, windows = map(int, done.stdout.split())
+    assert wrong == 0, f"{wrong} of {windows} switches point at an element that is not the window's maximum"

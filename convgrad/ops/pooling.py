@@ -169,21 +169,26 @@ _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array, jax.Array]:
     """``(y, switches, taps)``: the maxima, their flat switches, and their window-local taps (compact, ``uint8``).
 
-    ``y`` is ``lax.reduce_window``'s max (padding ``-inf``). The taps of every
-    window are ``K`` views of the input in its own layout (slices of its
-    reshape when the windows tile it, else strided slices of the padded
-    input), and the first-max selection over them fuses into one pass; nothing
-    is stacked or transposed, and when only ``y`` is used XLA drops the
-    selection.
+    The taps of every window are ``K`` views of the input in its own layout
+    (slices of its reshape when the windows tile it, else strided slices of the
+    ``-inf``-padded input), and one running maximum over them gives both ``y``
+    and the first tap that holds it, in one fused pass; nothing is stacked or
+    transposed. ``y`` is the selected tap's value itself, never compared with a
+    separately computed maximum. (An earlier version compared the taps with
+    ``lax.reduce_window``'s max; with ``x`` made by ``conv``'s fused im2col
+    forward in the same program, that picked a wrong tap in 16 windows of one
+    image of ``experiments/deconvnet.py`` while ``y`` was right.) For the same
+    reason ``x`` passes an optimization barrier: the taps are read from one
+    materialized array, never from recomputations of a fused producer.
     """
-    y = lax.reduce_window(x, np.array(-np.inf, x.dtype), lax.max, *_window_config(geometry))
+    x = lax.optimization_barrier(x)
     if geometry.non_overlapping:
         taps, real = tile_taps(tile_windows(x, geometry), geometry), None
     else:
         padding = _pad_config(geometry, [(lo, hi, 0) for lo, hi in geometry.padding])
         x_pad = lax.pad(x, jnp.array(-jnp.inf, x.dtype), padding)
         taps, real = window_taps(x_pad, geometry), real_taps(geometry)
-    tap = first_max_tap(taps, y, real)
+    y, tap = max_and_first_tap(taps, real)
     return y, tap_switches(tap, geometry), tap.astype(_tap_dtype(geometry))
 
 
@@ -241,25 +246,27 @@ def tile_taps(windows: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
     return taps
 
 
-def first_max_tap(taps: list[jax.Array], y: jax.Array, real: list[np.ndarray] | None = None) -> jax.Array:
-    """The FIRST tap in raster order that holds each window's maximum ``y``, from the ``K`` tap arrays.
+def max_and_first_tap(taps: list[jax.Array], real: list[np.ndarray] | None = None) -> tuple[jax.Array, jax.Array]:
+    """``(y, tap)``: each window's maximum and the FIRST tap in raster order that holds it, from the ``K`` tap arrays.
 
-    ``real[t]`` (broadcastable) marks where tap ``t`` reads an input element
-    rather than padding. Written out rather than left to ``jnp.argmax``
-    (whose NaN convention no public contract promises): ``y`` is NaN where
-    the window holds a NaN, so a tap is a hit where it equals ``y`` or is NaN
-    (a NaN tap exists only where ``y`` is NaN); hits are restricted to real
-    taps, so a window of ``-inf`` inputs picks an input element, not padding;
-    the first hit is found by selecting from the last tap to the first.
-    Every window has a real hit.
+    A running maximum over the taps in raster order: tap ``t`` replaces the
+    best so far only when it is strictly greater (so on ties the first
+    maximum wins), or when it is NaN and the best is not (NaN propagates, and
+    the first NaN wins). ``real[t]`` (broadcastable) marks where tap ``t``
+    reads an input element rather than padding: a padding tap never replaces a
+    real one, and the first real tap always replaces padding, so a window of
+    ``-inf`` inputs picks an input element. Written out rather than left to
+    ``jnp.argmax``, whose NaN convention no public contract promises.
     """
-    tap = jnp.full(y.shape, len(taps), jnp.int32)
-    for t in reversed(range(len(taps))):
-        hit = (taps[t] == y) | jnp.isnan(taps[t])
+    y, tap = taps[0], jnp.zeros(taps[0].shape, jnp.int32)
+    found = None if real is None else real[0]  # whether the best so far reads an input element
+    for t in range(1, len(taps)):
+        better = (taps[t] > y) | (jnp.isnan(taps[t]) & ~jnp.isnan(y))
         if real is not None:
-            hit = hit & real[t]
-        tap = jnp.where(hit, t, tap)
-    return tap
+            better = real[t] & (better | ~found)
+            found = found | real[t]
+        y, tap = jnp.where(better, taps[t], y), jnp.where(better, t, tap)
+    return y, tap
 
 
 def real_taps(geometry: PoolGeometry) -> list[np.ndarray] | None:
@@ -545,13 +552,6 @@ def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
 
 
 # ---------------------------------------------------------------------------- shared pieces and arguments
-
-
-def _window_config(geometry: PoolGeometry) -> tuple[tuple[int, ...], tuple[int, ...], list[Pair]]:
-    """``lax.reduce_window``'s window, strides and padding: nothing pooled over batch and channels."""
-    if geometry.channels_last:
-        return (1, *geometry.window, 1), (1, *geometry.stride, 1), [(0, 0), *geometry.padding, (0, 0)]
-    return (1, 1, *geometry.window), (1, 1, *geometry.stride), [(0, 0), (0, 0), *geometry.padding]
 
 
 def _pad_config(geometry: PoolGeometry, spatial: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
