@@ -13,10 +13,9 @@ from pathlib import Path
 # Compile tests' many small programs with XLA's backend optimizations off: about 40% less
 # test time (compilation dominates it). This changes LLVM code generation only (XLA:CPU's
 # fast-math stays off), and no tolerance depends on it; `convgrad verify` runs with XLA's
-# defaults. Code generation can still change how a fused sum of products rounds (FMA
-# contraction), so a check that depends on what XLA fuses runs in a fresh process with the
-# defaults (test_pooling.py's fused-producer test). CONVGRAD_TEST_XLA_DEFAULTS=1 keeps the
-# defaults here too.
+# defaults. One bug (wrong max-pool switches after a fused im2col convolution) showed only
+# with the defaults, so its regression test in test_pooling.py runs in a fresh process with
+# them. CONVGRAD_TEST_XLA_DEFAULTS=1 keeps the defaults here too.
 if not os.environ.get("CONVGRAD_TEST_XLA_DEFAULTS"):
     _flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in _flags:

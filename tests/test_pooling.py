@@ -531,7 +531,7 @@ def test_switches_hold_the_maximum_when_the_input_is_a_fused_expression(channel_
     """``x[switches] == y`` exactly when ``x`` is computed in the same program by a fused sum of products.
 
     ``conv``'s im2col forward is such a producer. XLA may recompute it inside
-    each consumer with different rounding; a selection that compared the taps
+    each consumer, and the computations need not agree; a selection that compared the taps
     with a separately computed maximum picked wrong taps here (131 of the
     25,088 windows, in either layout), which no test on stored
     inputs could see. In a fresh process with XLA's default flags.
