@@ -339,7 +339,8 @@ def conv_weight_grad_im2col(
 
 def conv_forward_auto(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
     """``im2col`` on CPU when a group's patch has at most 32 rows; the textbook convolution otherwise and elsewhere."""
-    if patch_rows(x.shape, w.shape, geometry) > IM2COL_MAX_ROWS:
+    kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
+    if patch_rows(x, geometry, kernel_spatial) > IM2COL_MAX_ROWS:
         return conv_forward(x, w, b, geometry)
     return lax.platform_dependent(
         x,
@@ -353,7 +354,7 @@ def conv_weight_grad_auto(
     x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
 ) -> jax.Array:
     """``im2col`` on CPU when a group's patch has at most 32 rows; the textbook convolution otherwise and elsewhere."""
-    if x.shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial) > IM2COL_MAX_ROWS:
+    if patch_rows(x, geometry, kernel_spatial) > IM2COL_MAX_ROWS:
         return conv_weight_grad(x, g, geometry, kernel_spatial)
     return lax.platform_dependent(
         x,
@@ -363,10 +364,9 @@ def conv_weight_grad_auto(
     )
 
 
-def patch_rows(x_shape, w_shape, geometry: ConvGeometry) -> int:
+def patch_rows(x: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]) -> int:
     """``C/G * prod(k)``: the rows of one group's im2col patch matrix."""
-    kernel_spatial = [w_shape[a] for a in geometry.dn.rhs_spec[2:]]
-    return x_shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial)
+    return x.shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial)
 
 
 # Measured on a 2-core CPU (docs/performance.md): patches of 9 and 27 rows win 1.5-3x over
