@@ -1,9 +1,11 @@
 """N-d convolution with a hand-derived VJP, and the two convolutions its backward is made of.
 
 Read top to bottom: the public ``conv``, its forward (what it saves), its backward
-(the derivation as code), ``defvjp``; then the pieces the backward uses:
-``flip_and_swap``, ``conv_input_grad`` (which ``conv_transpose`` reuses),
-``conv_weight_grad`` and ``conv_bias_grad``. Shape arithmetic lives in
+(the derivation as code), ``defvjp``; then the pieces they use: the forwards
+(``conv_forward``, ``conv_forward_im2col``), ``flip_and_swap``, ``conv_input_grad``
+(which ``conv_transpose`` reuses), the weight gradients (``conv_weight_grad``,
+``conv_weight_grad_im2col``), the ``FORMULATIONS`` that choose between them, and
+``conv_bias_grad``. Shape arithmetic lives in
 :mod:`convgrad.ops.geometry`, argument checks in :mod:`convgrad.ops.arguments`.
 """
 

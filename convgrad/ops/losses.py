@@ -166,7 +166,7 @@ def _mse_fwd(y, target):
     """Save the difference ``y - target``, the only thing both gradients are made of (``n`` is its size).
 
     ``y`` and ``target`` go along for their types only (under ``shard_map``, which devices share
-    them): the backward reads no value of theirs, so under ``jit`` they keep no buffer alive.
+    them); the backward reads no value of theirs.
     """
     diff = y - target
     return mse_forward(diff), (diff, y, target)
