@@ -193,6 +193,8 @@ def _sample_spatial(draw: Draw, n: int, max_kernel: int, max_out: int):
 
 
 def _conv_sample(draw: Draw) -> Case:
+    if draw.choice([False, False, False, True]):
+        return _winograd_sample(draw)
     n = draw.integer(1, 3)
     groups = draw.choice([1, 1, 2, 3])
     depthwise = draw.choice([False, False, True])
@@ -211,6 +213,25 @@ def _conv_sample(draw: Draw) -> Case:
         dimension_numbers=layout,
         groups=groups,
         **options,
+    )
+
+
+def _winograd_sample(draw: Draw) -> Case:
+    """A 2-D 3x3 stride-1 one-group convolution, which formulation="winograd" computes: any sizes and padding."""
+    pairs = tuple((draw.integer(0, 3), draw.integer(0, 3)) for _ in range(2))
+    padding = draw.choice([draw.integer(0, 2), "SAME", "VALID", pairs])
+    pairs = {"SAME": ((1, 1), (1, 1)), "VALID": ((0, 0), (0, 0))}.get(padding) if isinstance(padding, str) else None
+    if pairs is None:
+        pairs = ((padding, padding),) * 2 if isinstance(padding, int) else padding
+    in_spatial = tuple(max(1, draw.integer(1, 5) + 2 - lo - hi) for lo, hi in pairs)  # 1 to 5 outputs, or more
+    channels = draw.integer(1, 3)
+    return conv_case(
+        (draw.integer(1, 3), channels, *in_spatial),
+        (draw.integer(1, 3), channels, 3, 3),
+        bias=draw.choice([True, False]),
+        dimension_numbers=draw.choice([None, _CHANNELS_LAST[2]]),
+        padding=padding,
+        formulation=draw.choice(["winograd", "winograd", "auto"]),
     )
 
 
@@ -243,6 +264,10 @@ _CONV_CASES = (
         formulation="im2col",
     ),
     conv_case((2, 1, 9, 9), (4, 1, 3, 3), padding="SAME", formulation="textbook"),
+    # Winograd F(2x2, 3x3): chosen by "auto" on CPU for 3x3 stride-1 layers with >= 32 channels, and forced
+    conv_case((2, 32, 5, 6), (32, 32, 3, 3), dimension_numbers=_CHANNELS_LAST[2], padding=1),
+    conv_case((3, 2, 7, 6), (3, 2, 3, 3), padding=((3, 0), (0, 2)), formulation="winograd"),
+    conv_case((2, 3, 5, 5), (4, 3, 3, 3), dimension_numbers=_CHANNELS_LAST[2], padding="VALID", formulation="winograd"),
 )
 
 

@@ -241,8 +241,54 @@ def im2col_crossover():
     print()
 
 
+def winograd_crossover():
+    """Winograd F(2x2, 3x3) against the textbook (XLA) convolutions, per product, by layer (3x3, SAME, NHWC)."""
+    from convgrad.ops import conv as ops
+    from convgrad.ops import winograd
+
+    products = {
+        "forward": (ops.conv_forward, winograd.conv_forward_winograd, "forward"),
+        "input gradient": (ops.conv_input_grad, winograd.conv_input_grad_winograd, "input"),
+        "weight gradient": (ops.conv_weight_grad, winograd.conv_weight_grad_winograd, "weight"),
+    }
+    print("| layer | " + " | ".join(f"{p}: textbook, winograd" for p in products) + " |\n| --- | ---: | ---: | ---: |")
+    for n, size, c, o in [
+        (128, 28, 8, 32),
+        (128, 28, 16, 32),
+        (128, 28, 32, 32),
+        (128, 14, 32, 64),
+        (128, 7, 64, 64),
+        (32, 56, 64, 64),
+        (32, 28, 128, 128),
+        (32, 14, 256, 256),
+    ]:
+        x, g = normal(0, (n, size, size, c)), normal(1, (n, size, size, o))
+        w, b = normal(2, (3, 3, c, o), 1 / np.sqrt(9 * c)), normal(3, (o,))
+        dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
+        geometry = ops.ConvGeometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1, dn)
+        arguments = {"forward": (x, w, b), "input": (g, w), "weight": (x, g)}
+        statics = {"forward": {}, "input": {"in_spatial": (size, size)}, "weight": {"kernel_spatial": (3, 3)}}
+        variants = {}
+        for product, (textbook, fast, kind) in products.items():
+            for name, fn in (("textbook", textbook), ("winograd", fast)):
+                variants[f"{product} {name}"] = (
+                    jax.jit(partial(fn, geometry=geometry, **statics[kind])),
+                    arguments[kind],
+                )
+            expected = variants[f"{product} textbook"][0](*arguments[kind])
+            got = variants[f"{product} winograd"][0](*arguments[kind])
+            error = float(jnp.max(jnp.abs(got - expected)) / jnp.max(jnp.abs(expected)))
+            assert error < RTOL, (c, product, error)
+        times = medians(variants, rounds=11)
+        cells = [f"{times[f'{p} textbook']:.1f}, {times[f'{p} winograd']:.1f} ms" for p in products]
+        print(f"| {c}->{o}, {size}x{size}, batch {n} | " + " | ".join(cells) + " |", flush=True)
+    print()
+
+
 if __name__ == "__main__":
-    sections = {f.__name__: f for f in (machine_throughput, conv_throughput, formulations, im2col_crossover)}
+    sections = {
+        f.__name__: f for f in (machine_throughput, conv_throughput, formulations, im2col_crossover, winograd_crossover)
+    }
     unknown = set(sys.argv[1:]) - set(sections)
     if unknown:
         raise SystemExit(f"unknown sections {sorted(unknown)}; choose from {list(sections)}")

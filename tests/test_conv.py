@@ -225,6 +225,18 @@ def test_auto_formulation_uses_im2col_on_cpu_for_few_channels():
     assert _convolutions((4, 8, 10, 10), (8, 8, 3, 3), "auto") == 2
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Winograd formulation is chosen on CPU only")
+def test_auto_formulation_uses_winograd_on_cpu_for_wide_3x3_layers():
+    """With 32 channels "auto" computes y, dx and dw of a 3x3 stride-1 layer by Winograd, without a convolution."""
+    assert _convolutions((2, 32, 6, 6), (32, 32, 3, 3), "auto", wrt=("x", "w")) == 0
+    assert _convolutions((2, 32, 6, 6), (32, 32, 3, 3), "winograd", wrt=("x", "w")) == 0
+    assert _convolutions((2, 32, 6, 6), (32, 32, 3, 3), "textbook", wrt=("x", "w")) == 3
+    # 256 channels: the Winograd weight gradient was measured slower, so it stays a convolution
+    assert _convolutions((1, 256, 4, 4), (256, 256, 3, 3), "auto", wrt=("x", "w")) == 1
+    # 16 input channels: the Winograd forward was measured slower, and all three stay convolutions
+    assert _convolutions((2, 16, 6, 6), (32, 16, 3, 3), "auto", wrt=("x", "w")) == 3
+
+
 @pytest.mark.parametrize(
     "layout, x_axes, w_axes",  # the layout, and the transposes that take NCHW / OIHW arrays to it
     [
@@ -252,6 +264,50 @@ def test_formulations_agree(layout, x_axes, w_axes):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", [None, ("NHWC", "HWIO", "NHWC"), ("NWHC", "WIOH", "HCNW")])
+# the whole batch in one chunk; one image per chunk; 2 images per chunk, the batch of 7 padded to 8
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 69120])
+def test_winograd_agrees_with_textbook(layout, chunk_bytes, monkeypatch):
+    """Forward and all three gradients of "winograd" equal "textbook"'s in float64: any layout, odd sizes,
+    asymmetric padding (cropping the cotangent in the input gradient), and a batch split into chunks."""
+    from convgrad.ops import winograd
+
+    if chunk_bytes is not None:
+        monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(1)
+    x, w, b = rng.standard_normal((7, 4, 9, 8)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
+    if layout is not None:
+        x = np.transpose(x, ["NCHW".index(axis) for axis in layout[0]])
+        w = np.transpose(w, ["OIHW".index(axis) for axis in layout[1]])
+    options = dict(padding=((3, 0), (1, 2)), dimension_numbers=layout)
+
+    def value_and_grads(formulation):
+        def loss(x, w, b):
+            return jnp.sum(jnp.sin(convgrad.conv(x, w, b, formulation=formulation, **options)))
+
+        return jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
+
+    for got, want in zip(jax.tree.leaves(value_and_grads("winograd")), jax.tree.leaves(value_and_grads("textbook"))):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_unknown_formulation_is_a_clear_error():
-    with pytest.raises(ValueError, match=r"^conv: formulation='fast' is not one of \['auto', 'im2col', 'textbook'\]"):
+    with pytest.raises(
+        ValueError, match=r"^conv: formulation='fast' is not one of \['auto', 'im2col', 'textbook', 'winograd'\]"
+    ):
         convgrad.conv(X, W, formulation="fast")
+
+
+@pytest.mark.parametrize(
+    "w_shape, options",
+    [
+        ((4, 3, 3, 3), dict(stride=2)),
+        ((4, 3, 3, 3), dict(dilation=2)),
+        ((6, 1, 3, 3), dict(groups=3)),
+        ((4, 3, 5, 5), {}),
+    ],
+)
+def test_winograd_outside_its_geometry_is_a_clear_error(w_shape, options):
+    x = np.ones((1, 3, 8, 8), np.float32)
+    with pytest.raises(ValueError, match=r"^conv: formulation='winograd' computes 2-D 3x3 convolutions with stride 1"):
+        convgrad.conv(x, np.ones(w_shape, np.float32), formulation="winograd", **options)

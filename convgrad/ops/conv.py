@@ -4,8 +4,8 @@ Read top to bottom: the public ``conv``, its forward (what it saves), its backwa
 (the derivation as code), ``defvjp``; then the pieces they use: the forwards
 (``conv_forward``, ``conv_forward_im2col``), ``flip_and_swap``, ``conv_input_grad``
 (which ``conv_transpose`` reuses), the weight gradients (``conv_weight_grad``,
-``conv_weight_grad_im2col``), the ``FORMULATIONS`` that choose between them, and
-``conv_bias_grad``. Shape arithmetic lives in
+``conv_weight_grad_im2col``), the ``FORMULATIONS`` that choose between them (with the
+Winograd ones from :mod:`convgrad.ops.winograd`), and ``conv_bias_grad``. Shape arithmetic lives in
 :mod:`convgrad.ops.geometry`, argument checks in :mod:`convgrad.ops.arguments`.
 """
 
@@ -34,6 +34,12 @@ from convgrad.ops.geometry import (
 )
 from convgrad.ops.precision import accumulator_dtype
 from convgrad.ops.replicas import like_primal
+from convgrad.ops.winograd import (
+    conv_forward_winograd,
+    conv_input_grad_winograd,
+    conv_weight_grad_winograd,
+    winograd_applies,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,20 +116,22 @@ def conv(
         ``NCHW``/``OIHW``, ``NCDHW``/``OIDHW``) or lax's strings, e.g.
         ``("NHWC", "HWIO", "NHWC")``. Per-dim arguments follow the kernel's
         spatial order.
-      formulation: how the forward and the weight gradient are computed (both
-        formulations give the formulas above and both are verified):
-        ``"textbook"``, each one lax convolution (:func:`conv_forward`,
-        :func:`conv_weight_grad`); ``"im2col"``, each a product with the
-        im2col patch matrix, whose ``C/G * prod(k)`` rows are the strided
-        slices of the input that the kernel taps read: the forward sums the
-        rows times the kernel without building the matrix
-        (:func:`conv_forward_im2col`), the weight gradient is one GEMM over it
-        (:func:`conv_weight_grad_im2col`); much faster on CPU when those rows are
-        few. ``"auto"`` (default) picks ``"im2col"`` on CPU when
-        ``C/G * prod(k) <= 32`` (a first layer on grayscale or RGB images) and
-        ``"textbook"`` otherwise and on GPU/TPU. The input gradient is always
-        the convolution with the flipped, channel-swapped kernel.
-
+      formulation: how the forward and the two convolution gradients are
+        computed (every formulation gives the formulas above and all are
+        verified): ``"textbook"``, each one lax convolution
+        (:func:`conv_forward`, :func:`conv_input_grad`,
+        :func:`conv_weight_grad`); ``"im2col"``, the forward and the weight
+        gradient as products with the im2col patch matrix, whose
+        ``C/G * prod(k)`` rows are the strided slices of the input that the
+        kernel taps read: the forward sums the rows times the kernel without
+        building the matrix (:func:`conv_forward_im2col`), the weight gradient
+        is one GEMM over it (:func:`conv_weight_grad_im2col`); much faster on
+        CPU when those rows are few. ``"winograd"``, all three by Winograd's
+        F(2x2, 3x3) (:mod:`convgrad.ops.winograd`: 16 GEMMs over transformed
+        4x4 tiles), for 2-D 3x3 convolutions with stride 1, dilation 1 and
+        one group; faster on CPU for 32 channels and more. ``"auto"``
+        (default) picks per product on CPU by :func:`cpu_formulation` and
+        ``"textbook"`` on GPU/TPU.
     Returns:
       ``y``, ``(N, O, *out)`` in the output layout, with
       ``out = (in + lo + hi - d (k - 1) - 1) // s + 1`` per spatial dim.
@@ -131,6 +139,13 @@ def conv(
     x, w, b, geometry = conv_arguments("conv", x, w, b, stride, padding, dilation, groups, dimension_numbers)
     if formulation not in FORMULATIONS:
         raise ValueError(f"conv: formulation={formulation!r} is not one of {sorted(FORMULATIONS)}")
+    kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
+    if formulation == "winograd" and not winograd_applies(geometry, kernel_spatial):
+        raise ValueError(
+            f"conv: formulation='winograd' computes 2-D 3x3 convolutions with stride 1, dilation 1 and groups=1; "
+            f"got kernel {kernel_spatial}, stride={geometry.stride}, dilation={geometry.dilation}, "
+            f"groups={geometry.groups}"
+        )
     geometry = dataclasses.replace(geometry, formulation=formulation)
     return _conv(geometry, x, w, b)
 
@@ -153,8 +168,9 @@ def _conv_bwd(geometry, residuals, g):
     x, w, b = residuals
     in_spatial = tuple(x.shape[a] for a in geometry.dn.lhs_spec[2:])
     kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
-    x_grad = conv_input_grad(g, w, geometry, in_spatial)
-    w_grad = FORMULATIONS[geometry.formulation].weight_grad(x, g, geometry, kernel_spatial)
+    formulation = FORMULATIONS[geometry.formulation]
+    x_grad = formulation.input_grad(g, w, geometry, in_spatial)
+    w_grad = formulation.weight_grad(x, g, geometry, kernel_spatial)
     b_grad = None if b is None else like_primal(conv_bias_grad(g, geometry).astype(b.dtype), b)
     return like_primal(x_grad, x), like_primal(w_grad, w), b_grad
 
@@ -340,53 +356,99 @@ def conv_weight_grad_im2col(
 
 
 def conv_forward_auto(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
-    """``im2col`` on CPU when a group's patch has at most 32 rows; the textbook convolution otherwise and elsewhere."""
+    """The forward of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
     kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
-    if patch_rows(x, geometry, kernel_spatial) > IM2COL_MAX_ROWS:
+    choice = cpu_formulation(
+        "forward", x.shape[geometry.dn.lhs_spec[1]], w.shape[geometry.dn.rhs_spec[0]], geometry, kernel_spatial
+    )
+    if choice == "textbook":
         return conv_forward(x, w, b, geometry)
     return lax.platform_dependent(
         x,
         w,
-        cpu=lambda x, w: conv_forward_im2col(x, w, b, geometry),
+        cpu=lambda x, w: FORMULATIONS[choice].forward(x, w, b, geometry),
         default=lambda x, w: conv_forward(x, w, b, geometry),
+    )
+
+
+def conv_input_grad_auto(g: jax.Array, w: jax.Array, geometry: ConvGeometry, in_spatial: tuple[int, ...]) -> jax.Array:
+    """The input gradient of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
+    dn = geometry.dn
+    kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
+    channels = w.shape[dn.rhs_spec[1]] * geometry.groups
+    choice = cpu_formulation("input_grad", channels, g.shape[dn.out_spec[1]], geometry, kernel_spatial)
+    if choice == "textbook":
+        return conv_input_grad(g, w, geometry, in_spatial)
+    return lax.platform_dependent(
+        g,
+        w,
+        cpu=lambda g, w: FORMULATIONS[choice].input_grad(g, w, geometry, in_spatial),
+        default=lambda g, w: conv_input_grad(g, w, geometry, in_spatial),
     )
 
 
 def conv_weight_grad_auto(
     x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
 ) -> jax.Array:
-    """``im2col`` on CPU when a group's patch has at most 32 rows; the textbook convolution otherwise and elsewhere."""
-    if patch_rows(x, geometry, kernel_spatial) > IM2COL_MAX_ROWS:
+    """The weight gradient of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
+    dn = geometry.dn
+    choice = cpu_formulation("weight_grad", x.shape[dn.lhs_spec[1]], g.shape[dn.out_spec[1]], geometry, kernel_spatial)
+    if choice == "textbook":
         return conv_weight_grad(x, g, geometry, kernel_spatial)
     return lax.platform_dependent(
         x,
         g,
-        cpu=lambda x, g: conv_weight_grad_im2col(x, g, geometry, kernel_spatial),
+        cpu=lambda x, g: FORMULATIONS[choice].weight_grad(x, g, geometry, kernel_spatial),
         default=lambda x, g: conv_weight_grad(x, g, geometry, kernel_spatial),
     )
 
 
-def patch_rows(x: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]) -> int:
-    """``C/G * prod(k)``: the rows of one group's im2col patch matrix."""
-    return x.shape[geometry.dn.lhs_spec[1]] // geometry.groups * math.prod(kernel_spatial)
+def cpu_formulation(
+    product: str, channels: int, out_channels: int, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
+) -> str:
+    """The formulation ``"auto"`` runs on CPU for one product (``"forward"``, ``"input_grad"``, ``"weight_grad"``).
+
+    By the measured crossovers (``docs/performance.md``): ``"im2col"`` for the forward
+    and the weight gradient when a group's patch has at most :data:`IM2COL_MAX_ROWS`
+    rows; ``"winograd"`` for a 2-D 3x3 stride-1 convolution with at least
+    :data:`WINOGRAD_MIN_CHANNELS` input and output channels (for the weight gradient,
+    at most :data:`WINOGRAD_WEIGHT_GRAD_MAX_CHANNELS`); ``"textbook"`` otherwise.
+    """
+    rows = channels // geometry.groups * math.prod(kernel_spatial)
+    if product != "input_grad" and rows <= IM2COL_MAX_ROWS:
+        return "im2col"
+    if (
+        winograd_applies(geometry, kernel_spatial)
+        and min(channels, out_channels) >= WINOGRAD_MIN_CHANNELS
+        and (product != "weight_grad" or max(channels, out_channels) <= WINOGRAD_WEIGHT_GRAD_MAX_CHANNELS)
+    ):
+        return "winograd"
+    return "textbook"
 
 
-# Measured on a 2-core CPU (docs/performance.md): patches of 9 and 27 rows win 1.5-3x over
-# the textbook convolution in both the forward and the weight gradient; 36 rows break even, 72 lose.
+# Measured on a 2-core CPU (docs/performance.md, `python docs/conv_formulations.py im2col_crossover`
+# and `... winograd_crossover`). im2col: patches of 9 and 27 rows win 1.5-3x over the textbook
+# convolution in the forward and the weight gradient; 36 rows break even, 72 lose. Winograd, with
+# 32 to 256 channels: forward and input gradient 1.0-1.8x faster, weight gradient 1.1-2.3x up to
+# 128 channels and 0.7x at 256; with 8 or 16 input channels the forward loses (0.6x).
 IM2COL_MAX_ROWS = 32
+WINOGRAD_MIN_CHANNELS = 32
+WINOGRAD_WEIGHT_GRAD_MAX_CHANNELS = 128
 
 
 class Formulation(NamedTuple):
-    """How :func:`conv` computes its forward and its weight gradient (the input gradient is always a convolution)."""
+    """How :func:`conv` computes its forward and its two convolution gradients (the bias gradient is always a sum)."""
 
     forward: Callable[..., jax.Array]
+    input_grad: Callable[..., jax.Array]
     weight_grad: Callable[..., jax.Array]
 
 
 FORMULATIONS = {
-    "auto": Formulation(conv_forward_auto, conv_weight_grad_auto),
-    "textbook": Formulation(conv_forward, conv_weight_grad),
-    "im2col": Formulation(conv_forward_im2col, conv_weight_grad_im2col),
+    "auto": Formulation(conv_forward_auto, conv_input_grad_auto, conv_weight_grad_auto),
+    "textbook": Formulation(conv_forward, conv_input_grad, conv_weight_grad),
+    "im2col": Formulation(conv_forward_im2col, conv_input_grad, conv_weight_grad_im2col),
+    "winograd": Formulation(conv_forward_winograd, conv_input_grad_winograd, conv_weight_grad_winograd),
 }
 
 
