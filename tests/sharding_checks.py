@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from convgrad import parallel
+from convgrad.ops import conv as conv_ops
 
 MODELS = ("linear", "mlp", "mlp2", "cnn")
 SHARDED_PER_EXAMPLE = ("mlp", "cnn")
@@ -64,6 +65,24 @@ def _message(fn) -> str:
     except (Exception, SystemExit) as error:
         return f"{type(error).__name__}: {error}"
     return ""
+
+
+@contextlib.contextmanager
+def _replaced(table: dict, key, value):
+    """``table[key] = value`` inside the block, restored after."""
+    saved = table[key]
+    table[key] = value
+    try:
+        yield
+    finally:
+        table[key] = saved
+
+
+def _formulations_for(optimizer: str):
+    """Adam runs with lax convolutions: see ``test_five_training_steps_on_eight_devices_equal_one_device``."""
+    if optimizer != "adam":
+        return contextlib.nullcontext()
+    return _replaced(conv_ops.FORMULATIONS, "auto", conv_ops.FORMULATIONS["textbook"])
 
 
 def devices(out_path: str) -> None:
@@ -122,6 +141,19 @@ def devices(out_path: str) -> None:
         _leaves(f"per_example/{name}/vmap", jax.jit(per_example)(params, *examples), out)
         if name in SHARDED_PER_EXAMPLE:
             _leaves(f"per_example/{name}/sharded", sharded_per_example(params, *examples), out)
+        if name == "cnn":  # again with every convolution a lax one, as on GPU/TPU (XLA's bug, docs/scaling.md)
+            textbook = conv_ops.FORMULATIONS["textbook"]
+            with _replaced(conv_ops.FORMULATIONS, "auto", textbook):
+                textbook_grad = jax.grad(loss_fn(model, KITS["custom"]))  # a new function: traced anew
+                textbook_per_example = jax.vmap(
+                    lambda p, x, y, grad=textbook_grad: grad(p, x[None], y[None]), in_axes=(None, 0, 0)
+                )
+                sharded_textbook = jax.jit(
+                    textbook_per_example,
+                    in_shardings=(replicated, batch_sharded, batch_sharded),
+                    out_shardings=batch_sharded,
+                )
+                _leaves(f"per_example/{name}/sharded_textbook", sharded_textbook(params, *examples), out)
         one = jax.jit(example_grad)
         loop = [one(params, images[i], labels[i]) for i in range(8)]
         _leaves(f"per_example/{name}/loop", jax.tree.map(lambda *g: np.stack(g), *loop), out)
@@ -129,7 +161,8 @@ def devices(out_path: str) -> None:
         for optimizer in [o for m, o in TRAINED if m == name]:
             for n in (1, 8):
                 config = steps_config(name, optimizer)
-                state, report = train.train(config, data, progress=False, mesh=parallel.data_mesh(n))
+                with _formulations_for(optimizer):
+                    state, report = train.train(config, data, progress=False, mesh=parallel.data_mesh(n))
                 _leaves(f"train/{name}/{optimizer}/{n}", state.params, out)
                 out[f"train/{name}/{optimizer}/{n}/loss"] = np.array([r["train_loss"] for r in report["history"]])
                 out[f"train/{name}/{optimizer}/{n}/steps"] = np.array(report["steps_per_epoch"])

@@ -265,8 +265,8 @@ def test_formulations_agree(layout, x_axes, w_axes):
 
 
 @pytest.mark.parametrize("layout", [None, ("NHWC", "HWIO", "NHWC"), ("NWHC", "WIOH", "HCNW")])
-# the whole batch in one chunk; one image per chunk; 2 images per chunk, the batch of 7 padded to 8
-@pytest.mark.parametrize("chunk_bytes", [None, 1, 69120])
+# the whole batch in one chunk; one image per chunk; 3 images per chunk, the batch of 7 zero-padded to 9
+@pytest.mark.parametrize("chunk_bytes", [None, 1, 86400])
 def test_winograd_agrees_with_textbook(layout, chunk_bytes, monkeypatch):
     """Forward and all three gradients of "winograd" equal "textbook"'s in float64: any layout, odd sizes,
     asymmetric padding (cropping the cotangent in the input gradient), and a batch split into chunks."""

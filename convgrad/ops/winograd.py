@@ -65,9 +65,10 @@ G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 
 # Batch chunks are sized so that one chunk's transformed tiles, V and M, take at most this
-# many bytes. Measured on the 2-core machine of docs/performance.md: 8 to 16 MiB chunks ran
-# 1.5-2x faster than the whole batch at once on the 64->64 56x56 and 128->128 28x28 layers.
-CHUNK_BYTES = 12 * 2**20
+# many bytes. Measured on the 2-core machine of docs/performance.md (forward, chunks of 1 to
+# 32 images): the fastest chunks held 10 to 19 MB of tiles on four layers from 16->32 28x28
+# to 64->64 56x56, 1.2-2x faster than the whole batch at once on the wide layers.
+CHUNK_BYTES = 16 * 2**20
 
 
 def winograd_applies(geometry, kernel_spatial: Sequence[int]) -> bool:
@@ -167,14 +168,17 @@ def _correlate(x: jax.Array, w: jax.Array, padding: Sequence[Pair]) -> jax.Array
 def _map_chunks(f, operands, bytes_per_image: int) -> jax.Array:
     """``f`` over equal batch chunks of ``operands`` (a ``lax.map``), stacked: ``(chunks, ...)``.
 
-    ``chunks = ceil(N / most)`` where ``most`` images' transformed tiles fit
-    :data:`CHUNK_BYTES`; the batch is zero-padded to ``chunks * ceil(N / chunks)`` (fewer
-    than ``chunks`` extra images, whose outputs the caller crops and whose zero tiles add
-    nothing to a weight gradient).
+    ``most`` images' transformed tiles fit :data:`CHUNK_BYTES`. The chunk is the largest
+    divisor of the batch up to ``most`` if that is at least ``most / 2``; otherwise
+    ``ceil(N / ceil(N / most))`` images, with the batch zero-padded to whole chunks (the
+    caller crops the extra outputs; their zero tiles add nothing to a weight gradient).
     """
     batch = jax.tree.leaves(operands)[0].shape[0]
-    chunks = -(-batch // max(1, CHUNK_BYTES // bytes_per_image))
-    chunk = -(-batch // chunks)
+    most = max(1, CHUNK_BYTES // bytes_per_image)
+    chunk = max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
+    if 2 * chunk < min(batch, most):
+        chunk = -(-batch // -(-batch // most))
+    chunks = -(-batch // chunk)
     if chunks == 1:
         return jax.tree.map(lambda r: r[None], f(operands))
     padded = jax.tree.map(lambda a: jnp.pad(a, [(0, chunks * chunk - batch)] + [(0, 0)] * (a.ndim - 1)), operands)
