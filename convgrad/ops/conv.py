@@ -429,8 +429,9 @@ def cpu_formulation(
 # Measured on a 2-core CPU (docs/performance.md, `python docs/conv_formulations.py im2col_crossover`
 # and `... winograd_crossover`). im2col: patches of 9 and 27 rows win 1.5-3x over the textbook
 # convolution in the forward and the weight gradient; 36 rows break even, 72 lose. Winograd, with
-# 32 to 256 channels: forward and input gradient 1.0-1.8x faster, weight gradient 1.1-2.3x up to
-# 128 channels and 0.7x at 256; with 8 or 16 input channels the forward loses (0.6x).
+# 32 to 256 channels: forward and input gradient 1.4-2.3x faster, weight gradient 1.4-2.0x up to
+# 128 channels and even at 256; with 16 input channels the forward and weight gradient break even,
+# with 8 all three lose (0.75-0.9x).
 IM2COL_MAX_ROWS = 32
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_WEIGHT_GRAD_MAX_CHANNELS = 128
