@@ -49,8 +49,8 @@ and back, which is free for ``("NHWC", "HWIO", "NHWC")``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +59,9 @@ from jax import lax
 
 from convgrad.ops.geometry import Pair, conv_output_size, input_grad_padding
 from convgrad.ops.precision import accumulator_dtype
+
+if TYPE_CHECKING:
+    from convgrad.ops.conv import ConvGeometry
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
@@ -71,7 +74,7 @@ A_T = np.array([[1, 1, 1, 0], [0, 1, -1, -1]])
 CHUNK_BYTES = 16 * 2**20
 
 
-def winograd_applies(geometry, kernel_spatial: Sequence[int]) -> bool:
+def winograd_applies(geometry: ConvGeometry, kernel_spatial: Sequence[int]) -> bool:
     """Whether F(2x2, 3x3) computes this convolution: 2-D, 3x3 kernel, stride 1, dilation 1, one group."""
     return (
         tuple(kernel_spatial) == (3, 3)
@@ -81,7 +84,7 @@ def winograd_applies(geometry, kernel_spatial: Sequence[int]) -> bool:
     )
 
 
-def conv_forward_winograd(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry) -> jax.Array:
+def conv_forward_winograd(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
     """``y = x * w + b``: per batch chunk, input tiles transformed, 16 GEMMs, output tiles transformed back."""
     dn = geometry.dn
     x_last = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # (N, H, W, C)
@@ -93,7 +96,9 @@ def conv_forward_winograd(x: jax.Array, w: jax.Array, b: jax.Array | None, geome
     return jnp.transpose(y.astype(x.dtype), [where.index(axis) for axis in range(y.ndim)])
 
 
-def conv_input_grad_winograd(g: jax.Array, w: jax.Array, geometry, in_spatial: tuple[int, ...]) -> jax.Array:
+def conv_input_grad_winograd(
+    g: jax.Array, w: jax.Array, geometry: ConvGeometry, in_spatial: tuple[int, ...]
+) -> jax.Array:
     """``dx``: the cotangent, padded by ``input_grad_padding``, correlated with the flipped, channel-swapped kernel."""
     dn = geometry.dn
     g_last = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1]))  # (N, H', W', O)
@@ -108,7 +113,9 @@ def conv_input_grad_winograd(g: jax.Array, w: jax.Array, geometry, in_spatial: t
     return jnp.transpose(dx.astype(g.dtype), [where.index(axis) for axis in range(dx.ndim)])
 
 
-def conv_weight_grad_winograd(x: jax.Array, g: jax.Array, geometry, kernel_spatial: tuple[int, ...]) -> jax.Array:
+def conv_weight_grad_winograd(
+    x: jax.Array, g: jax.Array, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
+) -> jax.Array:
     """``dw = G^T (sum over chunks and tiles of V[p]^T @ (A g A^T)[p]) G``, laid out like ``w``."""
     dn = geometry.dn
     x_last = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # (N, H, W, C)
@@ -134,17 +141,20 @@ def conv_weight_grad_winograd(x: jax.Array, g: jax.Array, geometry, kernel_spati
     return jnp.transpose(dw.astype(x.dtype), np.argsort((*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0])))
 
 
-class _TileGrid:
-    """The 2x2 output tiles: output size ``(H', W')``, tiles ``(T_h, T_w) = ceil(out / 2)``."""
+class _TileGrid(NamedTuple):
+    """The 2x2 output tiles: output size ``(H', W')`` and ``(T_h, T_w) = ceil(out / 2)`` tiles."""
 
-    def __init__(self, out_spatial: tuple[int, int]):
-        self.out_spatial = out_spatial
-        self.tiles = tuple(-(-n // 2) for n in out_spatial)
-        self.tiles_per_image = math.prod(self.tiles)
+    out_spatial: tuple[int, int]
+    tiles: tuple[int, int]
+
+    @property
+    def tiles_per_image(self) -> int:
+        return self.tiles[0] * self.tiles[1]
 
 
 def _tile_grid(in_spatial: Sequence[int], padding: Sequence[Pair]) -> _TileGrid:
-    return _TileGrid(tuple(conv_output_size(n, 3, 1, p, 1) for n, p in zip(in_spatial, padding)))
+    out_spatial = tuple(conv_output_size(n, 3, 1, p, 1) for n, p in zip(in_spatial, padding))
+    return _TileGrid(out_spatial, tuple(-(-n // 2) for n in out_spatial))
 
 
 def _correlate(x: jax.Array, w: jax.Array, padding: Sequence[Pair]) -> jax.Array:
