@@ -132,6 +132,7 @@ def conv(
         one group; faster on CPU for 32 channels and more. ``"auto"``
         (default) picks per product on CPU by :func:`cpu_formulation` and
         ``"textbook"`` on GPU/TPU.
+
     Returns:
       ``y``, ``(N, O, *out)`` in the output layout, with
       ``out = (in + lo + hi - d (k - 1) - 1) // s + 1`` per spatial dim.
@@ -357,18 +358,10 @@ def conv_weight_grad_im2col(
 
 def conv_forward_auto(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
     """The forward of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
-    kernel_spatial = tuple(w.shape[a] for a in geometry.dn.rhs_spec[2:])
-    choice = cpu_formulation(
-        "forward", x.shape[geometry.dn.lhs_spec[1]], w.shape[geometry.dn.rhs_spec[0]], geometry, kernel_spatial
-    )
-    if choice == "textbook":
-        return conv_forward(x, w, b, geometry)
-    return lax.platform_dependent(
-        x,
-        w,
-        cpu=lambda x, w: FORMULATIONS[choice].forward(x, w, b, geometry),
-        default=lambda x, w: conv_forward(x, w, b, geometry),
-    )
+    dn = geometry.dn
+    kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
+    choice = cpu_formulation("forward", x.shape[dn.lhs_spec[1]], w.shape[dn.rhs_spec[0]], geometry, kernel_spatial)
+    return _on_cpu(FORMULATIONS[choice].forward, conv_forward, x, w, b, geometry)
 
 
 def conv_input_grad_auto(g: jax.Array, w: jax.Array, geometry: ConvGeometry, in_spatial: tuple[int, ...]) -> jax.Array:
@@ -377,14 +370,7 @@ def conv_input_grad_auto(g: jax.Array, w: jax.Array, geometry: ConvGeometry, in_
     kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
     channels = w.shape[dn.rhs_spec[1]] * geometry.groups
     choice = cpu_formulation("input_grad", channels, g.shape[dn.out_spec[1]], geometry, kernel_spatial)
-    if choice == "textbook":
-        return conv_input_grad(g, w, geometry, in_spatial)
-    return lax.platform_dependent(
-        g,
-        w,
-        cpu=lambda g, w: FORMULATIONS[choice].input_grad(g, w, geometry, in_spatial),
-        default=lambda g, w: conv_input_grad(g, w, geometry, in_spatial),
-    )
+    return _on_cpu(FORMULATIONS[choice].input_grad, conv_input_grad, g, w, geometry, in_spatial)
 
 
 def conv_weight_grad_auto(
@@ -393,14 +379,14 @@ def conv_weight_grad_auto(
     """The weight gradient of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
     dn = geometry.dn
     choice = cpu_formulation("weight_grad", x.shape[dn.lhs_spec[1]], g.shape[dn.out_spec[1]], geometry, kernel_spatial)
-    if choice == "textbook":
-        return conv_weight_grad(x, g, geometry, kernel_spatial)
-    return lax.platform_dependent(
-        x,
-        g,
-        cpu=lambda x, g: FORMULATIONS[choice].weight_grad(x, g, geometry, kernel_spatial),
-        default=lambda x, g: conv_weight_grad(x, g, geometry, kernel_spatial),
-    )
+    return _on_cpu(FORMULATIONS[choice].weight_grad, conv_weight_grad, x, g, geometry, kernel_spatial)
+
+
+def _on_cpu(fast: Callable[..., jax.Array], textbook: Callable[..., jax.Array], a, b, *rest) -> jax.Array:
+    """``fast(a, b, *rest)`` when lowered for CPU, ``textbook(a, b, *rest)`` elsewhere (``lax.platform_dependent``)."""
+    if fast is textbook:
+        return textbook(a, b, *rest)
+    return lax.platform_dependent(a, b, cpu=lambda a, b: fast(a, b, *rest), default=lambda a, b: textbook(a, b, *rest))
 
 
 def cpu_formulation(
