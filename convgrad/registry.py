@@ -369,10 +369,10 @@ def _in_layout(array: np.ndarray, case: Case) -> np.ndarray:
 
 
 _POOL_CASES = (
-    case((2, 3, 7, 7), window=3, stride=2, padding=1),  # overlapping windows, padding: the generic scatter
+    case((2, 3, 7, 7), window=3, stride=2, padding=1),  # overlapping windows, padding: the per-phase backward
     case((2, 3, 6, 9), window=2),  # non-overlapping 2x2 with a leftover column: the reshape backward
     case((2, 6, 9, 3), window=2, channel_axis=-1),  # the same, channels-last
-    case((2, 7, 7, 3), window=3, stride=2, padding=1, channel_axis=-1),  # generic path, channels-last
+    case((2, 7, 7, 3), window=3, stride=2, padding=1, channel_axis=-1),  # per-phase backward, channels-last
     case((2, 2, 11), window=3, stride=4, padding=((2, 1),)),  # stride > window (gaps), an edge window mostly padding
     case((2, 2, 7, 6), window=(3, 2), stride=(2, 1), padding=((2, 0), (0, 1))),  # non-square, asymmetric pairs
     case((1, 2, 5, 6, 4), window=(2, 3, 2), stride=(1, 2, 2), padding=((1, 0), (1, 1), (0, 1))),

@@ -236,7 +236,7 @@ def test_reshape_backward_equals_the_scatter(shape, window, channels_last):
     def both(x, g):
         (_, switches), vjp = jax.vjp(lambda x: convgrad.max_pool(x, window, channel_axis=axis), x)
         dx = vjp((g, np.zeros(switches.shape, jax.dtypes.float0)))[0]
-        taps = pooling.max_pool_forward(x, geometry)[2]
+        taps = pooling.max_pool_forward(x, geometry)[1]
         scattered = convgrad.max_unpool(g, switches, geometry.in_spatial, channel_axis=axis)
         return dx, pooling.max_pool_input_grad_tiled(g, taps, geometry), scattered, taps
 
@@ -244,6 +244,47 @@ def test_reshape_backward_equals_the_scatter(shape, window, channels_last):
     assert taps.dtype == jnp.uint8  # the compact switches: one byte per output
     np.testing.assert_array_equal(tiled, scattered)
     np.testing.assert_array_equal(dx, tiled)
+
+
+OVERLAPPING = [
+    ((1, 2, 9), 3, 1, 0),  # stride 1: one phase, three shifted copies; a batch of one (padded to two chunks)
+    ((3, 2, 12, 11), 3, 2, 1),  # the ResNet stem's 3x3/2 pad 1: four phases of 1, 2, 2 and 4 copies; 3 examples
+    ((2, 3, 11, 8), (3, 2), (2, 3), ((2, 0), (0, 1))),  # gaps along w (k < s): a phase no window reaches
+    ((2, 1, 5, 6, 7), 2, (1, 2, 2), ((1, 0), (1, 1), (0, 1))),  # 3-d
+]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["channel-first", "channels-last"])
+@pytest.mark.parametrize(("shape", "window", "stride", "padding"), OVERLAPPING, ids=["1d", "stem", "gaps", "3d"])
+def test_phase_backward_equals_the_scatter(shape, window, stride, padding, channels_last):
+    """Any other geometry takes the per-phase dx from the saved taps; it equals the scatter-add to the switches.
+
+    The cotangent holds small integers, so every sum is exact in float64 whatever its order,
+    and the two must agree bit for bit.
+    """
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    axis = 1
+    if channels_last:
+        x, axis = np.moveaxis(x, 1, -1), -1
+    geometry = pooling.pool_arguments("max_pool", x, window, stride, padding, axis)[1]
+    assert not geometry.non_overlapping
+    pool = partial(convgrad.max_pool, window=window, stride=stride, padding=padding, channel_axis=axis)
+    x = jnp.asarray(x)
+    g = jnp.asarray(rng.integers(-8, 9, jax.eval_shape(pool, x)[0].shape).astype(np.float64))
+
+    @jax.jit
+    def both(x, g):
+        (_, switches), vjp = jax.vjp(pool, x)
+        dx = vjp((g, np.zeros(switches.shape, jax.dtypes.float0)))[0]
+        taps = pooling.max_pool_forward(x, geometry)[1]
+        scattered = convgrad.max_unpool(g, switches, geometry.in_spatial, channel_axis=axis)
+        return dx, pooling.max_pool_input_grad_phases(g, taps, geometry), scattered, taps
+
+    dx, phases, scattered, taps = both(x, g)
+    assert taps.dtype == jnp.uint8
+    np.testing.assert_array_equal(phases, scattered)
+    np.testing.assert_array_equal(dx, phases)
 
 
 def test_registry_cases_cover_both_backward_paths_in_both_layouts():
@@ -345,6 +386,12 @@ def _scatter_set(values, switches, output_size):
     return x.reshape(batch, channels, *output_size)
 
 
+def _phase_grad_by_scatter_set(g, taps, geometry):
+    """Bug: where overlapping windows picked the same element, one of their cotangents overwrites the other."""
+    assert not geometry.channels_last
+    return _scatter_set(g, pooling.tap_switches(taps, geometry), geometry.in_spatial)
+
+
 def _real_element_count(geometry):
     """Bug: divide by the number of real (non-padded) elements of each window (count_include_pad=False)."""
     real = pooling.real_taps(geometry)
@@ -384,7 +431,14 @@ def test_mutation_last_maximum_on_ties_is_caught(mutate):
 def test_mutation_set_instead_of_add_is_caught(mutate):
     mutate(pooling, "scatter_to_switches", _scatter_set)
     assert _fails("max_unpool", 0)
-    assert _fails("max_pool", 0)  # overlapping windows, generic backward
+    with pytest.raises(AssertionError):
+        _check_coinciding_switches_add()
+
+
+def test_mutation_set_instead_of_add_in_the_phase_backward_is_caught(mutate):
+    """max_pool's own backward for overlapping windows, replaced by a scatter that overwrites."""
+    mutate(pooling, "max_pool_input_grad_phases", _phase_grad_by_scatter_set)
+    assert _fails("max_pool", 0)  # overlapping 3x3/2 windows
     with pytest.raises(AssertionError):
         _check_coinciding_switches_add()
 

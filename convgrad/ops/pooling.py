@@ -18,9 +18,11 @@ by the registry:
   (``uint8``, the compact switch), not the input and not the flat switches;
 * any other geometry (overlap, gaps, padding): the ``K = prod(window)`` taps
   of every window are ``K`` strided slices of the padded input
-  (:func:`window_taps`), and the max-pool backward is the scatter-add
-  ``max_unpool`` (which runs channel-first: channels-last values are moved
-  there and back).
+  (:func:`window_taps`). The max-pool backward saves the same ``uint8`` tap
+  and computes ``max_unpool``'s scatter-add one stride phase at a time, as
+  sums of shifted, masked copies of the cotangent
+  (:func:`max_pool_input_grad_phases`), in either layout, with no scatter.
+  ``max_unpool`` itself (flat switches from anywhere) is the scatter-add.
 
 Layouts: ``channel_axis=1`` (``N, C, *spatial``, the default) or
 ``channel_axis=-1`` (``N, *spatial, C``). Switches index the spatial plane the
@@ -42,6 +44,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from convgrad.ops import arguments
+from convgrad.ops.chunks import in_batch_order, map_batch_chunks
 from convgrad.ops.geometry import Pair, conv_output_size, dilated_size, tap_grad_padding
 
 
@@ -113,11 +116,13 @@ def max_pool(
 
         dx[n, c, h, w] = sum_{i, j : switches[n, c, i, j] = h W + w} g[n, c, i, j]
 
-    i.e. ``dx = max_unpool(g, switches, (H, W))``, a scatter-add. When the
-    windows tile the input (``s = k``, no padding) each element has at most one
-    window, and the backward instead selects ``g`` at the saved window-local
-    tap of each maximum over the window axes of a reshape
-    (:func:`max_pool_input_grad_tiled`): no scatter, no flat switches kept.
+    i.e. ``dx = max_unpool(g, switches, (H, W))``, a scatter-add. The backward
+    computes that sum without a scatter, from the saved window-local tap of each
+    maximum (``uint8``; no flat switches kept). When the windows tile the input
+    (``s = k``, no padding) each element has at most one window, and it selects
+    ``g`` at the tap over the window axes of a reshape
+    (:func:`max_pool_input_grad_tiled`); otherwise it sums shifted, masked copies
+    of ``g`` per stride phase (:func:`max_pool_input_grad_phases`).
     ``switches`` is an integer output: it has no gradient (its cotangent is
     ``float0``, ignored).
 
@@ -141,33 +146,40 @@ def max_pool(
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _max_pool(geometry: PoolGeometry, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    y, switches, _ = max_pool_forward(x, geometry)
-    return y, switches
+    y, tap = max_pool_forward(x, geometry)
+    return y, tap_switches(tap, geometry)
 
 
 def _max_pool_fwd(geometry, x):
-    """Save only where each maximum came from, never the input's values.
+    """Save only where each maximum came from, never the input's values: the window-local tap (``uint8``).
 
-    Tiled windows save the window-local tap (``uint8``: 1 byte per output);
-    other geometries save the int32 switches, which the scatter needs.
+    For tiled windows the forward is one fused pass. For any other geometry it runs in
+    a loop over (at least two) batch chunks, which writes the taps to memory once: the
+    backward reads each window's tap up to ``prod(ceil(k / s))`` times, and without
+    the loop XLA fuses the running maximum into every read and recomputes it (on the
+    ResNet stem pool, 25x slower; see ``docs/performance.md``).
     """
-    y, switches, taps = max_pool_forward(x, geometry)
-    return (y, switches), (taps if geometry.non_overlapping else switches)
+    if geometry.non_overlapping:
+        y, tap = max_pool_forward(x, geometry)
+    else:
+        chunked = map_batch_chunks(partial(max_pool_forward, geometry=geometry), x, min_chunks=2)
+        y, tap = (in_batch_order(r, x.shape[0]) for r in chunked)
+    return (y, tap_switches(tap, geometry)), tap
 
 
-def _max_pool_bwd(geometry, saved, cotangents):
-    """``dx = max_unpool(g, switches, in)``, or its scatter-free form when the windows tile the input."""
+def _max_pool_bwd(geometry, tap, cotangents):
+    """``dx = max_unpool(g, switches, in)``, computed from the taps without a scatter."""
     g, _ = cotangents  # the switches' cotangent is float0: an integer output carries no gradient
     if geometry.non_overlapping:
-        return (max_pool_input_grad_tiled(g, saved, geometry),)
-    return (unpool(g, saved, geometry.in_spatial, geometry.channels_last),)
+        return (max_pool_input_grad_tiled(g, tap, geometry),)
+    return (max_pool_input_grad_phases(g, tap, geometry),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
-def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(y, switches, taps)``: the maxima, their flat switches, and their window-local taps (compact, ``uint8``).
+def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array]:
+    """``(y, tap)``: the maxima and the window-local tap of each (compact: ``uint8`` for up to 256 taps).
 
     The taps of every window are ``K`` views of the input in its own layout
     (slices of its reshape when the windows tile it, else strided slices of the
@@ -189,7 +201,7 @@ def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, j
         x_pad = lax.pad(x, jnp.array(-jnp.inf, x.dtype), padding)
         taps, real = window_taps(x_pad, geometry), real_taps(geometry)
     y, tap = max_and_first_tap(taps, real)
-    return y, tap_switches(tap, geometry), tap.astype(_tap_dtype(geometry))
+    return y, tap.astype(_tap_dtype(geometry))
 
 
 def tile_windows(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
@@ -300,6 +312,7 @@ def tap_switches(tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
     base = sum((i * s - lo) * r for i, s, (lo, _), r in zip(grid, geometry.stride, geometry.padding, row))
     if geometry.channels_last:
         base = base[..., None]
+    tap = tap.astype(jnp.int32)
     offset = sum((tap // tr) % k * r for tr, k, r in zip(tap_row, geometry.window, row))
     return (offset + jnp.asarray(base, jnp.int32)).astype(jnp.int32)
 
@@ -334,6 +347,58 @@ def _untile(windows: jax.Array, geometry: PoolGeometry) -> jax.Array:
     for d, (size, c) in enumerate(zip(geometry.in_spatial, covered)):
         edges[first + d] = (0, size - c, 0)
     return lax.pad(x, jnp.zeros((), x.dtype), edges)
+
+
+def max_pool_input_grad_phases(g: jax.Array, taps: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``dx`` for any geometry, one stride phase at a time: the scatter-add of ``max_unpool`` as sums of shifted copies.
+
+    In 1-D, padded position ``h' = q s + r`` (phase ``0 <= r < s``) is tap
+    ``t = r + m s`` of window ``i = q - m``, for each ``m >= 0`` with ``t < k``. So
+    ``dx_pad`` at phase ``r`` is a sum of ``ceil((k - r) / s)`` shifted, masked copies of
+    the cotangent (none where ``r >= k``: positions no window reaches)::
+
+        dx_pad[q s + r] = sum_m  g[q - m] [taps[q - m] = r + m s]          (g[i] = 0 outside 0 <= i < out)
+
+    In several dims ``r``, ``m`` and ``t`` are one per dim and ``t`` is compared
+    raveled. The ``prod(s)`` phases, ``Q = ceil((lo + in) / s)`` positions each,
+    interleave (stack after each ``q`` axis, reshape ``(Q, s) -> Q s``) into
+    ``dx_pad``, cropped to the input: ``dx = dx_pad[lo : lo + in]``. Overlapping
+    windows that picked the same element add, as in the scatter; nothing is scattered.
+    """
+    first = geometry.first_spatial_axis
+    spatial = range(len(geometry.window))
+    q = [-(-(lo + n) // s) for (lo, _), n, s in zip(geometry.padding, geometry.in_spatial, geometry.stride)]
+    zero = jnp.zeros((), g.dtype)
+    phase_shape = list(g.shape)
+    for d in spatial:
+        phase_shape[first + d] = q[d]
+    phases = {}
+    for r in itertools.product(*map(range, geometry.stride)):
+        shifts = [range(max(0, -(-(k - r_d) // s))) for r_d, k, s in zip(r, geometry.window, geometry.stride)]
+        phase = jnp.zeros(phase_shape, g.dtype)
+        for m in itertools.product(*shifts):
+            t = [r_d + m_d * s for r_d, m_d, s in zip(r, m, geometry.stride)]
+            masked = jnp.where(taps == np.ravel_multi_index(t, geometry.window), g, zero)
+            shift = [(0, 0, 0)] * g.ndim
+            for d in spatial:  # window i lands at q = i + m: pad m before, crop or pad to Q after
+                shift[first + d] = (m[d], q[d] - geometry.out_spatial[d] - m[d], 0)
+            phase = phase + lax.pad(masked, zero, shift)
+        phases[r] = phase
+
+    def interleave(r: tuple[int, ...]) -> jax.Array:
+        """Phases ``r + (0..s_d - 1, *)`` interleaved along spatial dims ``d = len(r)`` onwards."""
+        d = len(r)
+        if d == len(geometry.window):
+            return phases[r]
+        axis = first + d
+        stacked = jnp.stack([interleave((*r, r_d)) for r_d in range(geometry.stride[d])], axis=axis + 1)
+        return stacked.reshape(*stacked.shape[:axis], -1, *stacked.shape[axis + 2 :])
+
+    dx_pad = interleave(())
+    start, limit = [0] * g.ndim, list(dx_pad.shape)
+    for d, ((lo, _), n) in enumerate(zip(geometry.padding, geometry.in_spatial)):
+        start[first + d], limit[first + d] = lo, lo + n
+    return lax.slice(dx_pad, start, limit)
 
 
 def _tap_dtype(geometry: PoolGeometry):

@@ -57,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from convgrad.ops.chunks import in_batch_order, map_batch_chunks
 from convgrad.ops.geometry import Pair, conv_output_size, input_grad_padding
 from convgrad.ops.precision import accumulator_dtype
 
@@ -134,7 +135,7 @@ def conv_weight_grad_winograd(
         )  # (16, C, O): dU[p] = V[p]^T @ Mg[p]
 
     per_image = 16 * grid.tiles_per_image * (channels + out_channels) * jnp.dtype(wide).itemsize
-    d_u = _map_chunks(chunk_weight_grad, (x_last, g_last), per_image).sum(axis=1)
+    d_u = map_batch_chunks(chunk_weight_grad, (x_last, g_last), CHUNK_BYTES // per_image).sum(axis=1)
     d_u = d_u.reshape(4, 4, channels, out_channels)
     g_mat = np.asarray(G)
     dw = jnp.einsum("ia,jb,ijco->abco", g_mat, g_mat, d_u, precision=lax.Precision.HIGHEST)  # (3, 3, C, O)
@@ -170,43 +171,8 @@ def _correlate(x: jax.Array, w: jax.Array, padding: Sequence[Pair]) -> jax.Array
         return _output_tiles(m, (x_chunk.shape[0], *grid.tiles, w.shape[-1]))
 
     per_image = 16 * grid.tiles_per_image * (w.shape[2] + w.shape[3]) * jnp.dtype(wide).itemsize
-    y = _map_chunks(chunk_forward, x, per_image)
-    y = y.reshape(-1, *y.shape[2:])  # (N padded to whole chunks, 2 T_h, 2 T_w, O), in batch order
-    return y[: x.shape[0], : grid.out_spatial[0], : grid.out_spatial[1]]
-
-
-def _map_chunks(f, operands, bytes_per_image: int) -> jax.Array:
-    """``f`` over ``k`` equal batch chunks of ``operands`` in a loop; the results stacked on a new axis 1.
-
-    ``most`` images' transformed tiles fit :data:`CHUNK_BYTES`. The chunk is the largest
-    divisor of the batch up to ``most`` if that is at least ``most / 2``; otherwise
-    ``ceil(N / ceil(N / most))`` images, with the batch zero-padded to whole chunks (the
-    caller crops the extra outputs; their zero tiles add nothing to a weight gradient).
-    Chunk ``j`` holds examples ``j, j + k, j + 2k, ...``: the batch is reshaped to
-    ``(chunk, k, ...)`` and the loop indexes axis 1, so that a batch sharded over
-    devices along axis 0 stays sharded (each device loops over its own examples)
-    instead of being gathered. A result ``r`` of chunk ``j`` lands at ``[:, j]`` of the
-    ``(r.shape[0], k, *r.shape[1:])`` output, so batch-shaped results reshape back to
-    the batch order.
-    """
-    batch = jax.tree.leaves(operands)[0].shape[0]
-    most = max(1, CHUNK_BYTES // bytes_per_image)
-    chunk = max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
-    if 2 * chunk < min(batch, most):
-        chunk = -(-batch // -(-batch // most))
-    chunks = -(-batch // chunk)
-    if chunks == 1:
-        return jax.tree.map(lambda r: r[:, None], f(operands))
-    padded = jax.tree.map(lambda a: jnp.pad(a, [(0, chunks * chunk - batch)] + [(0, 0)] * (a.ndim - 1)), operands)
-    strided = jax.tree.map(lambda a: a.reshape(chunk, chunks, *a.shape[1:]), padded)
-
-    def one_chunk(j, out):
-        result = f(jax.tree.map(lambda a: lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False), strided))
-        return jax.tree.map(lambda o, r: lax.dynamic_update_index_in_dim(o, r, j, axis=1), out, result)
-
-    shapes = jax.eval_shape(f, jax.tree.map(lambda a: a[:, 0], strided))
-    out = jax.tree.map(lambda r: jnp.zeros((r.shape[0], chunks, *r.shape[1:]), r.dtype), shapes)
-    return lax.fori_loop(0, chunks, one_chunk, out)
+    y = in_batch_order(map_batch_chunks(chunk_forward, x, CHUNK_BYTES // per_image), x.shape[0])  # (N, 2 T_h, 2 T_w, O)
+    return y[:, : grid.out_spatial[0], : grid.out_spatial[1]]
 
 
 def _combine(matrix: np.ndarray, terms: Sequence[jax.Array]) -> list[jax.Array]:
