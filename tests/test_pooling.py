@@ -605,3 +605,44 @@ def test_switches_hold_the_maximum_when_the_input_is_a_fused_expression(channel_
     assert done.returncode == 0, done.stderr[-3000:]
     wrong, windows = map(int, done.stdout.split())
     assert wrong == 0, f"{wrong} of {windows} switches point at an element that is not the window's maximum"
+
+
+# The forward and the VJP of the ResNet stem's pool (3x3, stride 2, padding 1), timed interleaved,
+# with XLA's default flags: the median VJP time over the median forward time.
+_OVERLAPPING_VJP_COST = """
+import time
+import numpy as np, jax, jax.numpy as jnp
+import convgrad
+
+x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 56, 56, 32)), jnp.float32)
+pool = lambda x: convgrad.max_pool(x, 3, 2, 1, channel_axis=-1)[0]
+g = jnp.ones(jax.eval_shape(pool, x).shape, x.dtype)
+programs = [(jax.jit(pool), (x,)), (jax.jit(lambda x, g: jax.vjp(pool, x)[1](g)), (x, g))]
+times = [[], []]
+for repetition in range(25):
+    for i, (program, args) in enumerate(programs):
+        start = time.perf_counter()
+        jax.block_until_ready(program(*args))
+        if repetition >= 5:
+            times[i].append(time.perf_counter() - start)
+print(np.median(times[1]) / np.median(times[0]))
+"""
+
+
+def test_overlapping_max_pool_vjp_costs_a_few_forwards():
+    """The VJP reads each saved tap up to 4 times; XLA must not recompute the forward for each read.
+
+    Measured on the 2-core machine of docs/performance.md: 1.4x to 1.8x the forward's
+    time. With the forward's loop over batch chunks removed, XLA fuses the running
+    maximum into the backward's reads and the VJP takes 18x to 23x the forward. The
+    bound sits 3x from both.
+    """
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    done = subprocess.run(
+        [sys.executable, "-c", _OVERLAPPING_VJP_COST], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ratio = float(done.stdout)
+    assert ratio < 6, f"the max-pool VJP took {ratio:.1f}x its forward"
