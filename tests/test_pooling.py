@@ -630,7 +630,7 @@ print(np.median(times[1]) / np.median(times[0]))
 
 
 def test_overlapping_max_pool_vjp_costs_a_few_forwards():
-    """The VJP reads each saved tap up to 4 times; XLA must not recompute the forward for each read.
+    """The backward reads the saved taps 9 times (once per window offset); XLA must not recompute them each time.
 
     Measured on the 2-core machine of docs/performance.md: 1.4x to 1.8x the forward's
     time. With the forward's loop over batch chunks removed, XLA fuses the running

@@ -155,7 +155,7 @@ def _max_pool_fwd(geometry, x):
 
     For tiled windows the forward is one fused pass. For any other geometry it runs in
     a loop over (at least two) batch chunks, which writes the taps to memory once: the
-    backward reads each window's tap up to ``prod(ceil(k / s))`` times, and without
+    backward reads the taps once per window offset (``K = prod(k)`` times), and without
     the loop XLA fuses the running maximum into every read and recomputes it (on the
     ResNet stem pool, 25x slower; see ``docs/performance.md``).
     """
