@@ -85,16 +85,34 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
 
     y = jax.eval_shape(fn, *args)
     ct = jnp.asarray(rng.standard_normal(y.shape), y.dtype)
+    # the transforms: vmap over this problem and a second one drawn like it; the VJP's own VJP (order 2)
+    second = (
+        tuple(None if a is None else jnp.asarray(a) for a in spec.arguments(rng, case, dtype)) if transforms else ()
+    )
     check = testing.check_vjp(
-        fn, args, reference=reference, argnums=argnums, cotangent=ct, linear_argnums=linear, seed=seed
+        fn,
+        args,
+        reference=reference,
+        argnums=argnums,
+        cotangent=ct,
+        linear_argnums=linear,
+        seed=seed,
+        check_batched=transforms,
+        batch_args=[second],
+        order=2 if transforms else 1,
     )
     result.autodiff, result.numerical = check.max_reference_error, check.max_numerical_error
+    if transforms:
+        result.vmap = check.batched_error
+        result.grad_of_grad = max(check.second_order.max_reference_error, check.second_order.max_numerical_error)
 
     # the loop reference: forward and VJP from the definition
     y, grads = vjp(args, ct)
-    wide = [None if a is None else np.asarray(a, np.float64) if _is_float(a) else np.asarray(a) for a in args]
-    loop_y = spec.loop_forward(*wide, **options)
-    loop_grads = spec.loop_vjp(*wide, np.asarray(ct, np.float64), **options)
+    in_float64 = [
+        None if a is None else np.asarray(a, np.float64) if testing.is_float(a) else np.asarray(a) for a in args
+    ]
+    loop_y = spec.loop_forward(*in_float64, **options)
+    loop_grads = spec.loop_vjp(*in_float64, np.asarray(ct, np.float64), **options)
     errors = [testing.assert_close(y, _first(loop_y), what="forward value vs loop reference")]
     for position, i in enumerate(argnums):
         errors.append(testing.assert_close(grads[position], loop_grads[i], what=f"argument {i}: VJP vs loop reference"))
@@ -105,7 +123,10 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     for i in linear:
 
         def linear_part(u, i=i):
-            return _jit_call(fn, _put(args, (i,), (u,))) - _jit_call(fn, _put(args, (i,), (jnp.zeros_like(u),)))
+            evaluate = testing.jitted(fn)
+            return evaluate(*testing.replace_at(args, (i,), (u,))) - evaluate(
+                *testing.replace_at(args, (i,), (jnp.zeros_like(u),))
+            )
 
         def transpose(c, i=i):
             return vjp(args, c)[1][argnums.index(i)]
@@ -113,10 +134,6 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
         check = testing.check_adjoint(linear_part, transpose, args[i].shape, y.shape, dtype=args[i].dtype, seed=seed)
         adjoint_errors.append(check.error)
     result.adjoint = max(adjoint_errors) if adjoint_errors else None
-
-    if transforms:
-        result.vmap = _vmap_check(spec, case, fn, args, argnums, rng)
-        result.grad_of_grad = _grad_of_grad_check(fn, reference, args, argnums, rng)
 
     if mesh is not None:
         result.sharded, result.sharded_over = _sharded_check(fn, args, argnums, ct, y, grads, mesh)
@@ -168,58 +185,6 @@ def _sharded_check(fn, args, argnums, ct, y, grads, mesh) -> tuple[float, int]:
     return max(errors), k
 
 
-def _vmap_check(spec, case, fn, args, argnums, rng) -> float:
-    """``vmap`` of the VJP over two stacked problems equals the VJP of each."""
-    vjp = testing.jitted_vjp(fn, argnums)
-    fresh = spec.arguments(rng, case, args[argnums[0]].dtype)
-    second = tuple(jnp.asarray(fresh[i]) if i in argnums else a for i, a in enumerate(args))
-    y = jax.eval_shape(fn, *args)
-    cts = jnp.asarray(rng.standard_normal((2, *y.shape)), y.dtype)
-    batched_args = tuple(jnp.stack([a, b]) if i in argnums else a for i, (a, b) in enumerate(zip(args, second)))
-    in_axes = (tuple(0 if i in argnums else None for i in range(len(args))), 0)
-    _, batched = jax.jit(jax.vmap(vjp, in_axes=in_axes))(batched_args, cts)
-    errors = []
-    for j, problem in enumerate((args, second)):
-        _, alone = vjp(problem, cts[j])
-        for position in range(len(argnums)):
-            errors.append(testing.assert_close(batched[position][j], alone[position], what=f"vmap, problem {j}"))
-    return max(errors)
-
-
-def _grad_of_grad_check(fn, reference, args, argnums, rng) -> float:
-    """Reverse over reverse: the gradient of ``<vjp(ct), r>`` w.r.t. the arguments, custom vs reference (float64)."""
-    y = _float_output(fn(*args))
-    ct = rng.standard_normal(y.shape)
-    probes = [rng.standard_normal(args[i].shape) for i in argnums]
-
-    def second_order(f, a, ct, probes):
-        def inner(*d):
-            _, vjp_fn = jax.vjp(lambda *e: _float_output(f(*_put(a, argnums, e))), *d)
-            grads = vjp_fn(ct)
-            return sum(jnp.vdot(_accumulating(g), _accumulating(r)) for g, r in zip(grads, probes))
-
-        return jax.grad(inner, argnums=tuple(range(len(argnums))))(*(a[i] for i in argnums))
-
-    dtype = y.dtype
-    custom = jax.jit(lambda a: second_order(fn, a, ct.astype(dtype), [r.astype(dtype) for r in probes]))(args)
-    with jax.enable_x64(True):
-        wide = tuple(_widen(a) for a in args)
-        expected = jax.jit(lambda a: second_order(reference, a, jnp.asarray(ct), [jnp.asarray(r) for r in probes]))(
-            wide
-        )
-        expected = [np.asarray(e, np.float64) for e in expected]
-    return max(testing.assert_close(c, e, what="grad of grad vs reference") for c, e in zip(custom, expected))
-
-
-def _accumulating(a):
-    """16-bit values promoted to float32 before a long inner product."""
-    return a.astype(jnp.promote_types(a.dtype, jnp.float32))
-
-
-def _widen(a):
-    return jnp.asarray(np.asarray(a, np.float64)) if _is_float(a) else a
-
-
 @functools.lru_cache(maxsize=1024)
 def _functions(spec: OpSpec, case: Case):
     """``(fn, reference)`` of one case, returning only the differentiable output; cached so compilations are shared."""
@@ -236,40 +201,20 @@ def _functions(spec: OpSpec, case: Case):
     return fn, reference
 
 
-@functools.lru_cache(maxsize=1024)
-def _jitted(fn):
-    return jax.jit(fn)
-
-
 def clear_caches() -> None:
     """Drop every compiled program convgrad and JAX hold (after monkeypatching an op, say)."""
     jax.clear_caches()
-    for cached in (_functions, _jitted, testing.jitted_vjp, testing._jitted):
-        cached.cache_clear()
-
-
-def _jit_call(fn, args):
-    return _jitted(fn)(*args)
+    _functions.cache_clear()
+    testing.clear_caches()
 
 
 def _float_output(out):
     """The differentiable output: the first float leaf (``max_pool`` returns ``(y, switches)``)."""
-    return next(leaf for leaf in jax.tree.leaves(out) if _is_float(leaf))
+    return next(leaf for leaf in jax.tree.leaves(out) if testing.is_float(leaf))
 
 
 def _first(out):
     return out[0] if isinstance(out, tuple) else out
-
-
-def _is_float(a) -> bool:
-    return hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)
-
-
-def _put(values, positions, replacements):
-    values = list(values)
-    for p, r in zip(positions, replacements):
-        values[p] = r
-    return tuple(values)
 
 
 # ---------------------------------------------------------------------------- the command

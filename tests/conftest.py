@@ -1,4 +1,4 @@
-"""Shared test set-up: float64 on, hypothesis profiles, the hypothesis-backed Draw, the MNIST location.
+"""Shared test set-up: float64 on, hypothesis profiles, the ``mutate`` and ``mnist_path`` fixtures.
 
 Hypothesis profiles: ``quick`` (default; few examples, derandomized so CI is
 reproducible) and ``thorough`` (many random examples). Choose with
@@ -24,7 +24,8 @@ if not os.environ.get("CONVGRAD_TEST_XLA_DEFAULTS"):
 import jax  # imported after XLA_FLAGS is set
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
+
+from tests.mnist_location import MNIST_MISSING, mnist_dir
 
 jax.config.update("jax_enable_x64", True)
 
@@ -44,19 +45,6 @@ settings.register_profile(
 settings.load_profile(os.environ.get("CONVGRAD_HYPOTHESIS", "quick"))
 
 
-class HypothesisDraw:
-    """:class:`convgrad.registry.Draw` backed by ``st.data()``, so failing cases shrink."""
-
-    def __init__(self, data: st.DataObject):
-        self.data = data
-
-    def integer(self, low: int, high: int) -> int:
-        return self.data.draw(st.integers(low, high))
-
-    def choice(self, options):
-        return self.data.draw(st.sampled_from(list(options)))
-
-
 @pytest.fixture
 def mutate(monkeypatch):
     """``mutate(module, name, buggy)``: inject a bug; compiled programs are dropped before and after."""
@@ -66,21 +54,6 @@ def mutate(monkeypatch):
     yield monkeypatch.setattr
     monkeypatch.undo()
     clear_caches()
-
-
-SHARED_MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
-MNIST_MISSING = f"real MNIST not found in $CONVGRAD_DATA or {SHARED_MNIST}"
-
-
-def mnist_dir() -> Path | None:
-    """``$CONVGRAD_DATA`` or the shared dataset beside the checkout, whichever holds all four MNIST files."""
-    from convgrad import data
-
-    candidates = [Path(os.environ[data.DATA_ENV_VAR])] if os.environ.get(data.DATA_ENV_VAR) else []
-    for directory in [*candidates, SHARED_MNIST]:
-        if all((directory / f"{n}.gz").is_file() or (directory / n).is_file() for n in data.FILE_NAMES):
-            return directory
-    return None
 
 
 @pytest.fixture(scope="session")

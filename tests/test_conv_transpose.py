@@ -25,8 +25,8 @@ from convgrad import autodiff, reference, testing
 from convgrad.ops import conv as conv_module
 from convgrad.ops import conv_transpose as conv_transpose_module
 from convgrad.registry import OPS, conv_transpose_case
+from convgrad.testing.strategies import HypothesisDraw
 from convgrad.verify import verify_case
-from tests.conftest import HypothesisDraw
 
 
 def _draw_config(draw: HypothesisDraw):

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from convgrad import data
-from tests.conftest import MNIST_MISSING, SHARED_MNIST, mnist_dir
+from tests.mnist_location import MNIST_MISSING, SHARED_MNIST, mnist_dir
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte", "train-labels-idx1-ubyte"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"

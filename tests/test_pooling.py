@@ -27,8 +27,8 @@ import convgrad
 from convgrad import reference, testing
 from convgrad.ops import pooling
 from convgrad.registry import OPS
+from convgrad.testing.strategies import HypothesisDraw
 from convgrad.verify import verify_case
-from tests.conftest import HypothesisDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 import convgrad
 from convgrad.registry import OPS
+from convgrad.testing.strategies import HypothesisDraw
 from convgrad.verify import verify_case
-from tests.conftest import HypothesisDraw
 
 GRID = [(name, index) for name, spec in OPS.items() for index in range(len(spec.cases))]
 

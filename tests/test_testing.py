@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 import convgrad
 from convgrad import autodiff, reference, testing
 from convgrad.ops import conv as conv_module
+from convgrad.testing import adjoint, compare, vjp
 
 # square groups (C/G == O/G) so that a kernel with unswapped channels still has the right shape
 OPTIONS = dict(stride=2, padding=((1, 0), (2, 1)), groups=2)
@@ -104,7 +107,9 @@ def test_checks_pass_the_correct_vjp(check):
 def test_failure_message_names_argument_check_and_errors(mutate):
     mutate(conv_module, "conv_bias_grad", _bias_mean)
     with pytest.raises(
-        AssertionError, match=r"argument 2 \(b\): VJP vs jax.vjp\(reference\): max abs error .* max rel error"
+        AssertionError,
+        match=r"argument 2 \(b\): VJP vs jax.vjp\(reference\): \d+ / 6 elements mismatched(.|\n)*"
+        r"max abs error .* at index \(\d,\): actual .*, expected (.|\n)*max rel error .* > rtol",
     ):
         testing.check_vjp(
             _conv, _problem(), reference=lambda x, w, b: autodiff.conv(x, w, b, **OPTIONS), numerical=False
@@ -116,8 +121,8 @@ def test_failure_message_names_argument_check_and_errors(mutate):
 def test_correct_float32_vjp_is_not_flagged():
     """float32 custom VJP vs float64 reference and float64 finite differences, dtype tolerances."""
     record = testing.check_vjp(_conv, _problem(np.float32), reference=lambda x, w, b: autodiff.conv(x, w, b, **OPTIONS))
-    assert [a.name for a in record.arguments] == ["x", "w", "b"]
-    assert all(a.dtype == "float32" for a in record.arguments)
+    assert [leaf.path for leaf in record.leaves] == ["x", "w", "b"]
+    assert all(leaf.dtype == "float32" for leaf in record.leaves)
     assert record.max_reference_error < testing.TOLERANCES["float32"].rtol
     assert record.max_numerical_error < testing.TOLERANCES["float32"].rtol
 
@@ -186,3 +191,10 @@ def test_check_adjoint_catches_a_wrong_transpose():
 def test_tolerance_for_rejects_non_float():
     with pytest.raises(TypeError, match="tolerance_for: no tolerance for dtype=int32"):
         testing.tolerance_for(jnp.int32)
+
+
+@pytest.mark.parametrize("module", [compare, adjoint, vjp], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    with jax.enable_x64(False):  # the examples show the default float32
+        failures, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert attempted > 0 and failures == 0

@@ -1,0 +1,756 @@
+"""``check_vjp``: a function's VJP against an autodiff reference and against finite differences, leaf by leaf.
+
+The checks, per differentiated leaf (see :mod:`convgrad.testing.layout` for which leaves):
+
+- **reference**: the VJP vs ``jax.vjp(reference)``, run in float64 on the same inputs;
+  elementwise, normwise tolerance of the dtype under test.
+- **finite differences**, ``mode="directions"`` (default): for ``directions`` random
+  directions ``u`` per leaf, ``<vjp(ct), u>`` vs ``<ct, (f(x + h u) - f(x - h u)) / 2h>``
+  with ``f`` run in float64 on the widened inputs. On a failure the leaf is localized by
+  ``mode="jacobian"``'s differences, so the message names the worst element.
+- **finite differences**, ``mode="jacobian"``: every element's column of the Jacobian by
+  central differences; compared with the whole Jacobian assembled from the VJPs of the
+  output basis vectors when it has at most :data:`JACOBIAN_MAX_ENTRIES` entries (as
+  ``torch.autograd.gradcheck``'s slow mode), else with the VJP of the cotangent, element
+  by element.
+- ``check_batched=True``: the VJP under ``jax.vmap`` over a batch of problems vs each alone.
+- ``order=2``: the same checks applied to the VJP itself, ``x -> vjp(ct)``: its VJP
+  (reverse over reverse) against the reference's and against finite differences of the VJP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from convgrad.testing import finite_differences
+from convgrad.testing.arrays import as_float64, float64_available, is_float, replace_at
+from convgrad.testing.compare import assert_close, mismatch_report, relative_error
+from convgrad.testing.layout import flat_function, layout_of
+from convgrad.testing.tolerances import (
+    NUMERICAL_RTOL,
+    NUMERICAL_RTOL_FLOAT32,
+    TOLERANCES,
+    tolerance_for,
+)
+
+# mode="jacobian" differentiates leaves of at most this many elements (2 evaluations of
+# the function each), and compares the whole Jacobian when it has at most this many entries.
+JACOBIAN_MAX_COLUMNS = 2**15
+JACOBIAN_MAX_ENTRIES = 2**22
+# a directional failure is localized element by element up to this many elements, by bisection beyond
+LOCALIZE_MAX_COLUMNS = 2**11
+MODES = ("directions", "jacobian")
+
+
+@dataclasses.dataclass(frozen=True)
+class LeafCheck:
+    """Errors of one differentiated leaf's VJP: normwise relative error vs the reference and vs finite differences."""
+
+    argnum: int
+    path: str
+    dtype: str
+    shape: tuple[int, ...]
+    reference_error: float | None
+    numerical_error: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class VJPCheck:
+    """What :func:`check_vjp` measured when every check passed.
+
+    ``second_order`` is the same record for the VJP's own VJP (``order=2``);
+    ``batched_error`` the largest error of the VJP under ``jax.vmap`` vs alone.
+    """
+
+    forward_error: float | None
+    leaves: tuple[LeafCheck, ...]
+    mode: str
+    batched_error: float | None = None
+    second_order: VJPCheck | None = None
+
+    @property
+    def max_reference_error(self) -> float | None:
+        return _max_or_none(leaf.reference_error for leaf in self.leaves)
+
+    @property
+    def max_numerical_error(self) -> float | None:
+        return _max_or_none(leaf.numerical_error for leaf in self.leaves)
+
+
+def check_vjp(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    *,
+    reference: Callable[..., Any] | None = None,
+    argnums: int | Sequence[int] | None = None,
+    static_argnums: int | Sequence[int] = (),
+    cotangent: Any = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    numerical: bool = True,
+    mode: str = "directions",
+    directions: int = 4,
+    linear_argnums: Sequence[int] = (),
+    check_batched: bool = False,
+    batch_args: Sequence[Sequence[Any]] | None = None,
+    order: int = 1,
+    seed: int = 0,
+) -> VJPCheck:
+    """Check ``jax.vjp(fn)`` on every floating leaf of its arguments: vs ``jax.vjp(reference)`` and finite differences.
+
+    Args:
+      fn: the function under test: a ``jax.custom_vjp`` or ``jax.custom_jvp``
+        function, or any JAX-traceable one. Its outputs may be a pytree; integer
+        and boolean outputs (indices) get ``float0`` cotangents and take no part.
+      args: positional arguments of ``fn``: arrays, pytrees of arrays, and static
+        values (Python scalars, strings, ``None``, other objects), which are
+        closed over and never traced.
+      reference: a function computing the same values by other means (plain JAX
+        ops). It is evaluated, and differentiated by ``jax.vjp``, in float64 (when
+        the backend has it, i.e. not on TPU), on the same inputs widened.
+      argnums: the arguments to differentiate, whole: every floating leaf of each.
+        Default: every argument with a floating leaf.
+      static_argnums: arguments to close over even where they hold arrays.
+      cotangent: the output cotangent (a pytree like the output); default
+        standard normal, rounded to each output's dtype.
+      rtol, atol: override :data:`TOLERANCES` for the dtype under test.
+      numerical: compare with central finite differences of ``fn`` (in float64).
+      mode: ``"directions"``: ``directions`` random directions per leaf, the
+        differences of all of them in one compiled program; ``"jacobian"``: every
+        element of every leaf (leaves of at most :data:`JACOBIAN_MAX_COLUMNS`
+        elements), the whole Jacobian when it has at most
+        :data:`JACOBIAN_MAX_ENTRIES` entries.
+      directions: the number of random directions per leaf in ``"directions"`` mode.
+      linear_argnums: arguments in which ``fn`` is affine: their differences
+        take a unit step and are exact.
+      check_batched: also run the VJP under ``jax.vmap`` over a batch of problems
+        (``args`` and ``batch_args``) and compare with each problem alone.
+      batch_args: the other problems of the batch, each an argument tuple like
+        ``args``; default one, with each differentiated leaf scaled elementwise
+        by a random factor in [0.9, 1.1] (so signs, and zeros, are kept).
+      order: 2 also checks the VJP of the VJP (``x -> vjp(ct)``) the same way:
+        against the reference's and against finite differences of the VJP.
+      seed: seeds the cotangents, directions and batch.
+
+    Returns:
+      A :class:`VJPCheck` with the measured errors.
+
+    Raises:
+      AssertionError: one block naming the leaf (``argument 0 (params['b'])``),
+        the check, the worst element's index with its expected and actual
+        values, the error and the tolerance.
+      ValueError, TypeError: for arguments of ``check_vjp`` itself that make no
+        sense (an unknown mode, an argument number out of range, nothing to
+        differentiate).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from convgrad.testing import check_vjp
+      >>> def loss(params, x, scale):
+      ...     return scale * jnp.sum(jnp.tanh(x @ params["w"] + params["b"]))
+      >>> params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
+      >>> record = check_vjp(loss, (params, jnp.linspace(-1.0, 1.0, 3), 2.0))
+      >>> [leaf.path for leaf in record.leaves]
+      ["params['b']", "params['w']", 'x']
+    """
+    if mode not in MODES:
+        raise ValueError(f"check_vjp: mode={mode!r}; expected one of {MODES}")
+    if not isinstance(directions, int) or directions < 1:
+        raise ValueError(f"check_vjp: directions={directions!r}; expected a positive int")
+    if order not in (1, 2):
+        raise ValueError(f"check_vjp: order={order!r}; expected 1 or 2")
+    args = tuple(args)
+    layout = layout_of(fn, args, argnums, static_argnums)
+    linear_argnums = {i % len(args) for i in linear_argnums}
+    differentiated, carried = layout.split(args)
+    problem = _Problem(
+        fn=flat_function(fn, layout),
+        reference=None if reference is None else flat_function(reference, layout),
+        labels=tuple(
+            f"argument {a} ({p})" for a, p in zip(layout.differentiated_arguments, layout.differentiated_paths)
+        ),
+        argnums=layout.differentiated_arguments,
+        paths=layout.differentiated_paths,
+        linear=tuple(a in linear_argnums for a in layout.differentiated_arguments),
+    )
+    rng = np.random.default_rng(seed)
+    out_shape = jax.eval_shape(problem.fn, differentiated, carried)
+    if not any(is_float(leaf) for leaf in jax.tree.leaves(out_shape)):
+        raise ValueError("check_vjp: fn has no floating output to differentiate")
+    if cotangent is None:
+        cotangent = _random_cotangent(rng, out_shape)
+    options = _Options(rtol, atol, numerical, mode, directions)
+    record, _ = _check(problem, differentiated, carried, cotangent, rng, options, prefix="check_vjp")
+
+    if check_batched:
+        problems = [(differentiated, carried, cotangent)]
+        if batch_args is None:
+            problems.append((_jittered(rng, differentiated), carried, _random_cotangent(rng, out_shape)))
+        else:
+            for extra in batch_args:
+                extra_differentiated, extra_carried = layout.split(tuple(extra))
+                problems.append((extra_differentiated, extra_carried, _random_cotangent(rng, out_shape)))
+        record = dataclasses.replace(record, batched_error=_batched_check(problem, problems, options))
+
+    if order == 2:
+        second = _second_order_problem(problem)
+        gradient_shape = jax.eval_shape(second.fn, differentiated, (carried, cotangent))
+        second_record, _ = _check(
+            second,
+            differentiated,
+            (carried, cotangent),
+            _random_cotangent(rng, gradient_shape),
+            rng,
+            options,
+            prefix="check_vjp, order 2 (the VJP of x -> vjp(ct))",
+        )
+        record = dataclasses.replace(record, second_order=second_record)
+    return record
+
+
+@functools.lru_cache(maxsize=512)
+def jitted_vjp(fn: Callable[..., Any], argnums: tuple[int, ...]) -> Callable[..., Any]:
+    """``run(args, cotangent) -> (outputs, grads)``: ``jax.vjp`` of ``fn`` w.r.t. ``argnums``, jit-compiled.
+
+    ``grads`` holds one gradient pytree per argument of ``argnums``. Array
+    leaves of ``args`` are traced, other values closed over. Integer leaves of
+    ``cotangent`` (for index outputs) are replaced by ``float0`` zeros inside
+    the program. Cached per ``(fn, argnums)`` and argument structure, so
+    repeated checks of one function share compilations (with :func:`check_vjp`'s too).
+    """
+
+    def call(args, cotangent):
+        args = tuple(args)
+        layout = layout_of(fn, args, argnums)
+        differentiated, carried = layout.split(args)
+        outputs, grads = vjp_program(flat_function(fn, layout))(differentiated, carried, _placeholders(cotangent))
+        return outputs, layout.gradients_by_argument(grads, argnums, args)
+
+    return call
+
+
+@functools.lru_cache(maxsize=1024)
+def vjp_program(flat: finite_differences.Flat) -> Callable[..., Any]:
+    """``run(differentiated, carried, cotangent) -> (outputs, grads)``, jit-compiled; ``grads`` one per leaf."""
+    return jax.jit(_vjp(flat))
+
+
+def clear_caches() -> None:
+    """Drop the compiled programs the checks hold (after monkeypatching an op, say)."""
+    from convgrad.testing import arrays, layout
+
+    for cached in (
+        jitted_vjp,
+        vjp_program,
+        _batched_program,
+        _rows_program,
+        _second_order_function,
+        layout.flat_function,
+        arrays.jitted,
+        finite_differences.directions_program,
+        finite_differences.columns_program,
+    ):
+        cached.cache_clear()
+
+
+# ---------------------------------------------------------------------------- the checks of one order
+
+
+@dataclasses.dataclass(frozen=True)
+class _Problem:
+    """A function of flat leaves, its reference, and what to call and how to difference each leaf."""
+
+    fn: finite_differences.Flat
+    reference: finite_differences.Flat | None
+    labels: tuple[str, ...]
+    argnums: tuple[int, ...]
+    paths: tuple[str, ...]
+    linear: tuple[bool, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    rtol: float | None
+    atol: float | None
+    numerical: bool
+    mode: str
+    directions: int
+
+    def tolerance(self, dtype: Any) -> tuple[float, float]:
+        tolerance = tolerance_for(dtype)
+        return (
+            tolerance.rtol if self.rtol is None else self.rtol,
+            tolerance.atol if self.atol is None else self.atol,
+        )
+
+
+def _check(problem, differentiated, carried, cotangent, rng, options, *, prefix) -> tuple[VJPCheck, tuple]:
+    """The reference and finite-difference checks of one function; returns the record and the VJP."""
+    outputs, grads = vjp_program(problem.fn)(differentiated, carried, _placeholders(cotangent))
+    x64 = float64_available()
+    forward_error = None
+    reference_errors: list[float | None] = [None] * len(differentiated)
+    if problem.reference is not None:
+        with jax.enable_x64(x64):
+            wide = _widened(x64, (differentiated, carried, cotangent))
+            reference_outputs, reference_grads = vjp_program(problem.reference)(
+                wide[0], wide[1], _placeholders(wide[2])
+            )
+            forward_error = assert_close(
+                outputs,
+                reference_outputs,
+                rtol=options.rtol,
+                atol=options.atol,
+                what=f"{prefix}: forward value: fn(*args) vs reference(*args)",
+            )
+            for position, (grad, expected) in enumerate(zip(grads, reference_grads)):
+                reference_errors[position] = assert_close(
+                    grad,
+                    np.asarray(expected, np.float64),
+                    rtol=options.rtol,
+                    atol=options.atol,
+                    what=f"{prefix}: {problem.labels[position]}: VJP vs jax.vjp(reference)",
+                )
+
+    numerical_errors: list[float | None] = [None] * len(differentiated)
+    if options.numerical:
+        check = _directional_check if options.mode == "directions" else _jacobian_check
+        numerical_errors = check(problem, differentiated, carried, cotangent, grads, rng, options, x64, prefix)
+
+    leaves = tuple(
+        LeafCheck(
+            problem.argnums[position],
+            problem.paths[position],
+            jnp.dtype(leaf.dtype).name,
+            tuple(leaf.shape),
+            reference_errors[position],
+            numerical_errors[position],
+        )
+        for position, leaf in enumerate(differentiated)
+    )
+    return VJPCheck(forward_error, leaves, options.mode), grads
+
+
+def _directional_check(problem, differentiated, carried, cotangent, grads, rng, options, x64, prefix):
+    """``<vjp(ct), u>`` vs ``<ct, J u>`` by central differences, for ``options.directions`` directions per leaf.
+
+    For a leaf of ``n`` elements with VJP ``g`` and a standard normal ``u``,
+    ``<g - J^T ct, u>`` is normal with standard deviation ``|g - J^T ct|`` (the
+    2-norm of the error), so each direction estimates the error's 2-norm. The
+    allowance is the 2-norm normwise tolerance, ``|g - J^T ct| <= rtol |g| +
+    atol sqrt(n)``, scaled by ``|u| / sqrt(n)`` (about 1), plus the differences'
+    own noise ``nu |ct * J u|`` (``nu``: :data:`NUMERICAL_RTOL`, or float64's
+    rtol for affine leaves). The reported error is the difference over ``(|g| +
+    sqrt(n) atol / rtol) |u| / sqrt(n)``: an estimate of the VJP's 2-norm relative error.
+    """
+    count = options.directions
+    with jax.enable_x64(x64):
+        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        directions = tuple(rng.standard_normal((count, *leaf.shape)) for leaf in differentiated)
+        steps = finite_differences.step_sizes(points, problem.linear)
+        dots, norms = finite_differences.directions_program(problem.fn)(
+            points,
+            fd_carried,
+            _placeholders(fd_cotangent),
+            tuple(jnp.asarray(d, points[i].dtype) for i, d in enumerate(directions)),
+            np.repeat(np.arange(len(points), dtype=np.int32), count),
+            np.tile(np.arange(count, dtype=np.int32), len(points)),
+            jnp.asarray(steps, points[0].dtype),
+        )
+        dots, norms = np.asarray(dots, np.float64).reshape(-1, count), np.asarray(norms, np.float64).reshape(-1, count)
+    errors = []
+    for position, grad in enumerate(grads):
+        size = differentiated[position].size
+        if size == 0:
+            errors.append(0.0)
+            continue
+        rtol, atol = options.tolerance(differentiated[position].dtype)
+        noise = _noise(problem.linear[position], x64)
+        g = np.asarray(grad, np.float64).reshape(-1)
+        u = directions[position].reshape(count, -1)
+        analytic = u @ g
+        numerical = dots[position]
+        spread = np.linalg.norm(u, axis=1) / np.sqrt(size)  # |u| / sqrt(n), about 1
+        magnitude = float(np.linalg.norm(g))
+        allowed = (rtol * magnitude + atol * np.sqrt(size)) * spread + noise * norms[position]
+        residual = np.abs(analytic - numerical)
+        scale = (magnitude + (np.sqrt(size) * atol / rtol if rtol > 0 else 0.0)) * spread
+        relative = np.divide(residual, scale, out=residual.copy(), where=scale > 0)
+        if np.any(np.isnan(residual)) or np.any(residual > allowed):
+            worst = int(np.argmax(np.where(np.isnan(residual), np.inf, residual - allowed)))
+            lines = [
+                f"{prefix}: {problem.labels[position]}: VJP vs central finite differences "
+                f"({count} random directions u, step h {steps[position]:.3g})",
+                f"worst direction {worst + 1} of {count}: <vjp(ct), u> = {analytic[worst]:.10g} but "
+                f"<ct, (f(x + h u) - f(x - h u)) / 2h> = {numerical[worst]:.10g}",
+                f"difference {residual[worst]:.3g} > allowed {allowed[worst]:.3g} = (rtol {rtol:.3g} * |vjp| "
+                f"{magnitude:.3g} + atol {atol:.3g} * sqrt(n) {np.sqrt(size):.3g}) * |u| / sqrt(n) {spread[worst]:.3g} "
+                f"+ finite-difference noise {noise:.3g} * |ct * J u| {norms[position][worst]:.3g} "
+                f"(dtype {jnp.dtype(differentiated[position].dtype).name}; |.| the 2-norm)",
+                f"relative error {relative[worst]:.3g} > rtol {rtol:.3g} (difference / ((|vjp| + sqrt(n) atol / rtol) "
+                f"|u| / sqrt(n)): the VJP's 2-norm relative error, estimated along u)",
+                _localize(problem, position, differentiated, carried, cotangent, grad, options, x64, rng),
+            ]
+            raise AssertionError("\n  ".join(lines))
+        errors.append(float(np.max(relative, initial=0.0)))
+    return errors
+
+
+def _localize(problem, position, differentiated, carried, cotangent, grad, options, x64, rng) -> str:
+    """Where the failing leaf's VJP is wrong, as the rest of a failure message.
+
+    Up to :data:`LOCALIZE_MAX_COLUMNS` elements: every element by central
+    differences (``J^T ct``, as ``mode="jacobian"``), with the count of mismatched
+    elements. Beyond: :func:`_bisect`, about ``16 log2(n)`` evaluations.
+    """
+    size = differentiated[position].size
+    if size > LOCALIZE_MAX_COLUMNS:
+        return _bisect(problem, position, differentiated, carried, cotangent, grad, rng, x64)
+    numerical, column_norms = _contracted_columns(problem, differentiated, carried, cotangent, (position,), x64)
+    report = _vjp_mismatch(problem, position, differentiated, grad, numerical[0], column_norms[0], options, x64)
+    if report is None:
+        return (
+            "localized by central differences of each element: no single element exceeds the elementwise tolerance "
+            "(the error is spread over many elements)"
+        )
+    return f"localized by central differences of each of its {size} elements (J^T ct): {report.text}"
+
+
+def _bisect(problem, position, differentiated, carried, cotangent, grad, rng, x64) -> str:
+    """The element carrying the most error, by bisection: halve the candidates, keep the half whose directions err more.
+
+    At each step 4 random directions supported on each half estimate the
+    squared 2-norm of the error there (``<g - J^T ct, v>^2`` has that mean); the
+    last candidate's own column gives its expected value. A single wrong element
+    is found whenever its error is well above the rounding of the rest.
+    """
+    count = 4
+    leaf = differentiated[position]
+    size = leaf.size
+    g = np.asarray(grad, np.float64).reshape(-1)
+    candidates = np.arange(size)
+    with jax.enable_x64(x64):
+        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        steps = jnp.asarray(finite_differences.step_sizes(points, problem.linear), points[0].dtype)
+        program = finite_differences.directions_program(problem.fn)
+        unused = tuple(jnp.zeros((1, *p.shape), p.dtype) for p in points)
+        leaf_of = np.full(2 * count, position, np.int32)
+        row_of = np.arange(2 * count, dtype=np.int32)
+        while candidates.size > 1:
+            halves = (candidates[: candidates.size // 2], candidates[candidates.size // 2 :])
+            rows = np.zeros((2 * count, size))
+            for h, half in enumerate(halves):
+                rows[h * count : (h + 1) * count, half] = rng.standard_normal((count, half.size))
+            directions = replace_at(
+                unused, (position,), (jnp.asarray(rows.reshape(2 * count, *leaf.shape), points[position].dtype),)
+            )
+            dots, _ = program(points, fd_carried, _placeholders(fd_cotangent), directions, leaf_of, row_of, steps)
+            residual = rows @ g - np.asarray(dots, np.float64)
+            candidates = halves[int(np.argmax([np.mean(residual[:count] ** 2), np.mean(residual[count:] ** 2)]))]
+    element = int(candidates[0])
+    dots, _ = _contracted_columns(problem, differentiated, carried, cotangent, (position,), x64, elements=[element])
+    expected = float(dots[0][0])
+    index = tuple(int(i) for i in np.unravel_index(element, leaf.shape))
+    return (
+        f"localized by bisection ({size} elements, more than LOCALIZE_MAX_COLUMNS={LOCALIZE_MAX_COLUMNS}): "
+        f"the most error sits at index {index}: actual {g[element]:.6g}, expected {expected:.6g} "
+        f"(abs error {abs(g[element] - expected):.3g}; expected from that element's central difference)"
+    )
+
+
+def _jacobian_check(problem, differentiated, carried, cotangent, grads, rng, options, x64, prefix):
+    """Every element of every leaf by central differences: the whole Jacobian, or ``J^T ct`` element by element."""
+    for position, leaf in enumerate(differentiated):
+        if leaf.size > JACOBIAN_MAX_COLUMNS:
+            raise ValueError(
+                f"check_vjp: mode='jacobian': {problem.labels[position]} has {leaf.size} elements, more than "
+                f"JACOBIAN_MAX_COLUMNS={JACOBIAN_MAX_COLUMNS}; use mode='directions'"
+            )
+    out_shape = jax.eval_shape(problem.fn, differentiated, carried)
+    outputs = [(jax.tree_util.keystr(path), s) for path, s in jax.tree_util.tree_flatten_with_path(out_shape)[0]]
+    outputs = [(path, s) for path, s in outputs if is_float(s)]
+    rows = sum(s.size for _, s in outputs)
+    columns = sum(leaf.size for leaf in differentiated)
+    errors = []
+    if rows * columns > JACOBIAN_MAX_ENTRIES:
+        numerical, column_norms = _contracted_columns(
+            problem, differentiated, carried, cotangent, tuple(range(len(differentiated))), x64
+        )
+        for position, grad in enumerate(grads):
+            report = _vjp_mismatch(
+                problem, position, differentiated, grad, numerical[position], column_norms[position], options, x64
+            )
+            if report is not None:
+                raise AssertionError(
+                    f"{prefix}: {problem.labels[position]}: VJP vs central finite differences of each element "
+                    f"(J^T ct; the Jacobian's {rows} x {columns} entries exceed JACOBIAN_MAX_ENTRIES): {report.text}"
+                )
+            rtol, atol = options.tolerance(grad.dtype)
+            errors.append(relative_error(np.asarray(grad, np.float64), numerical[position], rtol=rtol, atol=atol))
+        return errors
+
+    numerical = _whole_columns(problem, differentiated, carried, cotangent, x64)  # (columns, rows)
+    analytic = _rows_program(problem.fn)(differentiated, carried, _placeholders(cotangent))  # per leaf (rows, n)
+    start = 0
+    for position, leaf in enumerate(differentiated):
+        expected = numerical[start : start + leaf.size].T
+        start += leaf.size
+        actual = np.asarray(analytic[position], np.float64).reshape(rows, leaf.size)
+        rtol, atol = options.tolerance(leaf.dtype)
+        noise = _noise(problem.linear[position], x64)
+        magnitude = float(np.max(np.abs(expected), initial=0.0))
+        allowed = atol + (rtol + noise) * magnitude
+
+        def where(index, leaf=leaf, path=problem.paths[position]):
+            row, column = index
+            out_path, out_index = _output_index(outputs, row)
+            leaf_index = tuple(int(i) for i in np.unravel_index(column, leaf.shape))
+            return f"(d output{out_path}{list(out_index)} / d {path}{list(leaf_index)})"
+
+        report = mismatch_report(
+            actual,
+            expected,
+            allowed,
+            rtol=rtol,
+            atol=atol,
+            dtype=jnp.dtype(leaf.dtype).name,
+            allowance_text=(
+                f"allowed per entry: atol {atol:.3g} + (rtol {rtol:.3g} + finite-difference noise {noise:.3g}) "
+                f"* max|J| {magnitude:.3g} = {allowed:.3g}"
+            ),
+            index_text=where,
+        )
+        if report is not None:
+            raise AssertionError(
+                f"{prefix}: {problem.labels[position]}: Jacobian ({rows} x {leaf.size}) from VJPs of the output basis "
+                f"vs central finite differences, column by column: {report.text}"
+            )
+        errors.append(relative_error(actual, expected, rtol=rtol, atol=atol))
+    return errors
+
+
+def _vjp_mismatch(problem, position, differentiated, grad, numerical, column_norms, options, x64):
+    """One leaf's VJP vs ``J^T ct`` from differences, allowing ``atol + rtol max|J^T ct| + nu max|ct * J e_i|``."""
+    leaf = differentiated[position]
+    rtol, atol = options.tolerance(leaf.dtype)
+    noise = _noise(problem.linear[position], x64)
+    magnitude = float(np.max(np.abs(numerical), initial=0.0))
+    spread = float(np.max(column_norms, initial=0.0))
+    allowed = atol + rtol * magnitude + noise * spread
+    return mismatch_report(
+        np.asarray(grad, np.float64),
+        numerical.reshape(leaf.shape),
+        allowed,
+        rtol=rtol,
+        atol=atol,
+        dtype=jnp.dtype(leaf.dtype).name,
+        allowance_text=(
+            f"allowed per element: atol {atol:.3g} + rtol {rtol:.3g} * max|expected| {magnitude:.3g} + "
+            f"finite-difference noise {noise:.3g} * max_i |ct * J e_i| {spread:.3g} = {allowed:.3g}"
+        ),
+    )
+
+
+def _contracted_columns(problem, differentiated, carried, cotangent, positions, x64, elements=None):
+    """``(J^T ct, |ct * J e_i|)`` per element of each leaf in ``positions`` (or only ``elements``), by differences."""
+    with jax.enable_x64(x64):
+        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        steps = finite_differences.step_sizes(points, problem.linear)
+        chosen = [np.arange(points[p].size) if elements is None else np.asarray(elements) for p in positions]
+        leaf_of = np.concatenate([np.full(c.size, p, np.int32) for p, c in zip(positions, chosen)])
+        element_of = np.concatenate(chosen).astype(np.int32)
+        dots, norms = finite_differences.columns_program(problem.fn, False)(
+            points, fd_carried, _placeholders(fd_cotangent), leaf_of, element_of, jnp.asarray(steps, points[0].dtype)
+        )
+        dots, norms = np.asarray(dots, np.float64), np.asarray(norms, np.float64)
+    bounds = list(itertools.pairwise(np.cumsum([0] + [c.size for c in chosen])))
+    return [dots[a:b] for a, b in bounds], [norms[a:b] for a, b in bounds]
+
+
+def _whole_columns(problem, differentiated, carried, cotangent, x64) -> np.ndarray:
+    """Every column of the Jacobian (one row per element of the leaves, in order) by central differences."""
+    with jax.enable_x64(x64):
+        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        steps = finite_differences.step_sizes(points, problem.linear)
+        leaf_of = np.concatenate([np.full(p.size, i, np.int32) for i, p in enumerate(points)])
+        element_of = np.concatenate([np.arange(p.size, dtype=np.int32) for p in points])
+        return np.asarray(
+            finite_differences.columns_program(problem.fn, True)(
+                points,
+                fd_carried,
+                _placeholders(fd_cotangent),
+                leaf_of,
+                element_of,
+                jnp.asarray(steps, points[0].dtype),
+            ),
+            np.float64,
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _rows_program(flat):
+    """``run(differentiated, carried, cotangent) -> per leaf (rows, *leaf)``: the VJP of each output basis vector.
+
+    Evaluated one row after another (``lax.map``), so the Jacobian does not rest
+    on the VJP's batching rule (``check_batched`` checks that).
+    """
+    pullback = _vjp(flat)
+
+    def run(differentiated, carried, cotangent):
+        out_shape = jax.eval_shape(flat, differentiated, carried)
+        leaves, treedef = jax.tree.flatten(out_shape)
+        sizes = [s.size if is_float(s) else 0 for s in leaves]
+        offsets = np.cumsum([0, *sizes])
+
+        def row(r):
+            basis = jnp.zeros(int(offsets[-1]), jnp.float32).at[r].set(1.0)
+            ct = [
+                basis[offsets[i] : offsets[i + 1]].reshape(s.shape).astype(s.dtype)
+                if is_float(s)
+                else jnp.zeros(s.shape, jnp.int32)
+                for i, s in enumerate(leaves)
+            ]
+            return pullback(differentiated, carried, jax.tree.unflatten(treedef, ct))[1]
+
+        return lax.map(row, jnp.arange(int(offsets[-1])))
+
+    return jax.jit(run)
+
+
+# ---------------------------------------------------------------------------- vmap and second order
+
+
+def _batched_check(problem, problems, options) -> float:
+    """The VJP under ``jax.vmap`` over the stacked problems vs the VJP of each problem alone."""
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[_with_placeholders(p) for p in problems])
+    batched_outputs, batched_grads = _batched_program(problem.fn)(*stacked)
+    errors = []
+    for b, (differentiated, carried, cotangent) in enumerate(problems):
+        outputs, grads = vjp_program(problem.fn)(differentiated, carried, _placeholders(cotangent))
+        errors.append(
+            assert_close(
+                jax.tree.map(lambda y, b=b: y[b], batched_outputs),
+                jax.tree.map(np.asarray, outputs),
+                rtol=options.rtol,
+                atol=options.atol,
+                what=f"check_vjp: forward value under jax.vmap, problem {b} of {len(problems)}, vs alone",
+            )
+        )
+        for position, grad in enumerate(grads):
+            errors.append(
+                assert_close(
+                    batched_grads[position][b],
+                    np.asarray(grad),
+                    rtol=options.rtol,
+                    atol=options.atol,
+                    what=f"check_vjp: {problem.labels[position]}: VJP under jax.vmap, problem {b} of "
+                    f"{len(problems)}, vs alone",
+                )
+            )
+    return max(errors)
+
+
+@functools.lru_cache(maxsize=256)
+def _batched_program(flat):
+    return jax.jit(jax.vmap(_vjp(flat)))
+
+
+def _second_order_problem(problem: _Problem) -> _Problem:
+    """The VJP as a function: ``(differentiated, (carried, ct)) -> vjp(ct)``, with the reference's likewise."""
+    return dataclasses.replace(
+        problem,
+        fn=_second_order_function(problem.fn),
+        reference=None if problem.reference is None else _second_order_function(problem.reference),
+    )
+
+
+@functools.lru_cache(maxsize=512)
+def _second_order_function(flat):
+    pullback = _vjp(flat)
+
+    def gradient(differentiated, carried_and_cotangent):
+        carried, cotangent = carried_and_cotangent
+        return pullback(differentiated, carried, cotangent)[1]
+
+    return gradient
+
+
+# ---------------------------------------------------------------------------- small pieces
+
+
+def _vjp(flat):
+    """``run(differentiated, carried, cotangent) -> (outputs, grads)``; integer outputs' cotangents become float0."""
+
+    def run(differentiated, carried, cotangent):
+        outputs, pullback = jax.vjp(lambda *d: flat(d, carried), *differentiated)
+        cotangent = jax.tree.map(
+            lambda c, y: c.astype(y.dtype) if is_float(y) else np.zeros(y.shape, jax.dtypes.float0), cotangent, outputs
+        )
+        return outputs, pullback(cotangent)
+
+    return run
+
+
+def _noise(linear: bool, x64: bool) -> float:
+    """The relative noise allowed to central differences (see :data:`NUMERICAL_RTOL`)."""
+    if linear:
+        return TOLERANCES["float64" if x64 else "float32"].rtol
+    return NUMERICAL_RTOL if x64 else NUMERICAL_RTOL_FLOAT32
+
+
+def _widened(x64: bool, tree: Any) -> Any:
+    """Floating leaves in float64 (``x64``) or at least float32: the precision of references and differences."""
+    if x64:
+        return jax.tree.map(as_float64, tree)
+    return jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)) if is_float(a) else a, tree)
+
+
+def _random_cotangent(rng: np.random.Generator, out_shape: Any) -> Any:
+    """Standard normal per floating output, rounded to its dtype; integer placeholders elsewhere."""
+
+    def draw(s):
+        if is_float(s):
+            return jnp.asarray(rng.standard_normal(s.shape), s.dtype)
+        return np.zeros(s.shape, np.int32)
+
+    return jax.tree.map(draw, out_shape)
+
+
+def _placeholders(cotangent: Any) -> Any:
+    """``float0`` leaves as int32 zeros: float0 cannot cross a jit boundary (the program turns them back)."""
+    return jax.tree.map(
+        lambda c: np.zeros(np.shape(c), np.int32) if getattr(c, "dtype", None) == jax.dtypes.float0 else c, cotangent
+    )
+
+
+def _with_placeholders(problem):
+    differentiated, carried, cotangent = problem
+    return differentiated, carried, _placeholders(cotangent)
+
+
+def _jittered(rng: np.random.Generator, leaves: tuple) -> tuple:
+    """Each leaf times an elementwise factor in [0.9, 1.1]: another valid point, same signs and zeros."""
+    return tuple(jnp.asarray(np.asarray(a, np.float64) * rng.uniform(0.9, 1.1, a.shape), a.dtype) for a in leaves)
+
+
+def _output_index(outputs, row: int) -> tuple[str, tuple[int, ...]]:
+    """The output leaf (path) and index of row ``row`` of the flattened floating outputs."""
+    for path, s in outputs:
+        if row < s.size:
+            return path, tuple(int(i) for i in np.unravel_index(row, s.shape))
+        row -= s.size
+    raise IndexError(row)
+
+
+def _max_or_none(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
