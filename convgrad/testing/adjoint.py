@@ -51,7 +51,7 @@ def check_adjoint(
       >>> check_adjoint(lambda x: a @ x, lambda y: a[::-1].T @ y, (3,), (2,))
       Traceback (most recent call last):
       ...
-      AssertionError: check_adjoint: <f(x), y> = ... but <x, f_t(y)> = ...: relative difference ... > rtol 2e-05 (dtype float32)
+      AssertionError: check_adjoint: <f(x), y> = ... but <x, f_t(y)> = ...: relative difference ... > rtol 2e-05 ...
     """
     rng = np.random.default_rng(seed)
     x = jnp.asarray(rng.standard_normal(tuple(x_shape)), dtype)

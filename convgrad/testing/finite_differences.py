@@ -1,20 +1,18 @@
-"""Central finite differences of a function of flat leaves, batched into one compiled program per function.
+"""Central finite differences of a function of flat leaves: a few directions, or every column of the Jacobian.
 
 A function here is ``flat(differentiated, carried)``: a tuple of the floating leaves
 being differentiated and a tuple of everything else the call needs (see
 :mod:`convgrad.testing.layout`).
 
-- :func:`directions_program`: ``v`` = a few random directions, one leaf at a time;
-  returns ``<ct, Jv>`` and ``|ct * Jv|`` per direction (the directional check). One
-  ``lax.scan`` over the perturbed points, evaluating ``flat`` once per step, so the
-  function appears once in the program (compiled about as fast as ``jax.jit(flat)``)
-  and only its forward pass runs, never a batching rule: consecutive steps evaluate
-  ``x + h v`` and ``x - h v``, and the scan carries the first output to the second step,
-  which forms ``(f(x + h v) - f(x - h v)) / 2h``.
-- :func:`columns_program`: ``v`` = each element of each leaf in turn (the columns of the
+- :func:`directional_differences`: a few random directions of one leaf; returns
+  ``<ct, Jv>`` and ``|ct * Jv|`` per direction (the directional check). Each point is
+  one call of :func:`forward_program`, the jit-compiled forward pass alone: it compiles
+  as fast as ``jax.jit(flat)`` (a program that scans over the points compiles several
+  times slower), is shared by every direction and leaf, and runs no batching rule.
+- :func:`columns_program`: every element of every leaf in turn (the columns of the
   Jacobian); returns ``<ct, J e_i>`` and ``|ct * J e_i|`` per element, or the whole
-  column. Thousands of points, so evaluated in chunks under ``jax.vmap`` (the forward's
-  batching rule does run there).
+  column. Thousands of points, so one program evaluates them in chunks under
+  ``jax.vmap`` (the forward's batching rule does run there).
 
 Call them under ``jax.enable_x64(True)`` on float64 leaves: the differences are taken in
 the dtype of the leaves they are given.
@@ -31,37 +29,54 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convgrad.testing.arrays import is_float
+from convgrad.testing.arrays import is_float, replace_at
 
 Flat = Callable[[tuple[Any, ...], tuple[Any, ...]], Any]
 
 
 @functools.lru_cache(maxsize=512)
-def directions_program(flat: Flat) -> Callable[..., tuple[jax.Array, jax.Array]]:
-    """``run(differentiated, carried, cotangent, directions, leaf_of, row_of, steps) -> (dots, norms)``, jit-compiled.
+def forward_program(flat: Flat) -> Callable[[tuple, tuple], list[jax.Array]]:
+    """``run(differentiated, carried) -> [floating outputs]``: the forward pass, jit-compiled."""
 
-    ``directions[l]`` holds directions for leaf ``l`` (shape ``(K_l, *leaf)``),
-    ``steps[l]`` its step ``h``. Entry ``q`` of the results moves leaf
-    ``leaf_of[q]`` alone along ``v = directions[leaf_of[q]][row_of[q]]``:
-    ``<ct, (f(x + h v) - f(x - h v)) / 2h>`` and the 2-norm of
-    ``ct * (f(x + h v) - f(x - h v)) / 2h``.
-    """
-
-    def run(differentiated, carried, cotangent, directions, leaf_of, row_of, steps):
-        def point(p):
-            pair = p // 2
-            leaf, row = leaf_of[pair], row_of[pair]
-            sign = (1 - 2 * (p % 2)).astype(steps.dtype)
-            moved = tuple(
-                jnp.where(leaf == other, base + sign * steps[other] * _row(directions[other], row), base)
-                for other, base in enumerate(differentiated)
-            )
-            return leaf, moved
-
-        points = 2 * leaf_of.shape[0]
-        return _central_differences(flat, differentiated, carried, cotangent, point, points, steps)
+    def run(differentiated, carried):
+        return [leaf for leaf in jax.tree.leaves(flat(differentiated, carried)) if is_float(leaf)]
 
     return jax.jit(run)
+
+
+def directional_differences(
+    flat: Flat,
+    differentiated: tuple[Any, ...],
+    carried: tuple[Any, ...],
+    cotangent: Any,
+    leaf: int,
+    directions: np.ndarray,
+    step: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leaf ``leaf`` moved alone along each ``v`` of ``directions`` (shape ``(K, *leaf)``) by ``+-step``.
+
+    Returns ``<ct, (f(x + h v) - f(x - h v)) / 2h>`` and the 2-norm of
+    ``ct * (f(x + h v) - f(x - h v)) / 2h`` per direction, in float64, and the
+    directions actually taken, ``((x + h v) - (x - h v)) / 2h`` after rounding to
+    the leaf's dtype (``v`` itself in float64, to rounding).
+    """
+    evaluate = forward_program(flat)
+    base = np.asarray(differentiated[leaf])
+    dtype = base.dtype
+    out_shape = jax.tree.leaves(jax.eval_shape(flat, differentiated, carried))
+    ct = [np.asarray(c, np.float64) for c, s in zip(jax.tree.leaves(cotangent), out_shape) if is_float(s)]
+    dots, norms, taken = [], [], []
+    for v in directions:
+        plus, minus = (base + step * v).astype(dtype), (base - step * v).astype(dtype)
+        f_plus = evaluate(replace_at(differentiated, (leaf,), (jnp.asarray(plus),)), carried)
+        f_minus = evaluate(replace_at(differentiated, (leaf,), (jnp.asarray(minus),)), carried)
+        difference = [
+            (np.asarray(a, np.float64) - np.asarray(b, np.float64)) / (2 * step) for a, b in zip(f_plus, f_minus)
+        ]
+        dots.append(sum(float(np.vdot(c, d)) for c, d in zip(ct, difference)))
+        norms.append(float(np.sqrt(sum(np.sum((c * d) ** 2) for c, d in zip(ct, difference)))))
+        taken.append((plus.astype(np.float64) - minus.astype(np.float64)) / (2 * step))
+    return np.asarray(dots), np.asarray(norms), np.asarray(taken)
 
 
 @functools.lru_cache(maxsize=512)
@@ -70,7 +85,7 @@ def columns_program(flat: Flat, whole_columns: bool) -> Callable[..., Any]:
 
     Column ``q`` moves element ``element_of[q]`` (of the flattened leaf
     ``leaf_of[q]``) by ``steps[leaf]``. Returns ``(dots, norms)`` per column as
-    :func:`directions_program` does, or, when ``whole_columns``, the columns
+    :func:`directional_differences` does, or, when ``whole_columns``, the columns
     themselves: ``(f(x + h e_i) - f(x - h e_i)) / 2h`` over every floating output,
     flattened and concatenated, one row per column. Thousands of columns: they
     are evaluated in chunks under ``jax.vmap`` (``lax.map``'s ``batch_size``), about
@@ -113,11 +128,6 @@ def columns_program(flat: Flat, whole_columns: bool) -> Callable[..., Any]:
 CHUNK_ELEMENTS = 2**21
 
 
-def _row(directions, row):
-    """``directions[row]``, the index clamped (a leaf not being moved may have fewer rows)."""
-    return directions[jnp.minimum(row, directions.shape[0] - 1)]
-
-
 def _emit(ct, difference, dtype, whole_columns):
     """The column itself, or ``(<ct, column>, |ct * column|)``."""
     if whole_columns:
@@ -125,29 +135,6 @@ def _emit(ct, difference, dtype, whole_columns):
     dot = sum((jnp.vdot(c.astype(d.dtype), d) for c, d in zip(ct, difference)), jnp.zeros((), dtype))
     squares = sum((jnp.sum((c.astype(d.dtype) * d) ** 2) for c, d in zip(ct, difference)), jnp.zeros((), dtype))
     return dot.astype(dtype), jnp.sqrt(squares).astype(dtype)
-
-
-def _central_differences(flat, differentiated, carried, cotangent, point, points, steps):
-    """The scan: evaluate ``flat`` at each point; at odd steps form the central difference with the carried output."""
-    shapes = jax.tree.leaves(jax.eval_shape(flat, differentiated, carried))
-    floating = [i for i, s in enumerate(shapes) if is_float(s)]
-    ct = [jax.tree.leaves(cotangent)[i] for i in floating]
-
-    def outputs(x):
-        leaves = jax.tree.leaves(flat(x, carried))
-        return [leaves[i] for i in floating]
-
-    def body(previous, p):
-        leaf, x = point(p)
-        current = outputs(x)
-        h = steps[leaf]
-        difference = [(a - b) / (2 * h).astype(a.dtype) for a, b in zip(previous, current)]
-        emitted = _emit(ct, difference, steps.dtype, whole_columns=False)
-        return current, emitted
-
-    initial = [jnp.zeros(shapes[i].shape, shapes[i].dtype) for i in floating]
-    _, emitted = lax.scan(body, initial, jnp.arange(points, dtype=jnp.int32))
-    return jax.tree.map(lambda e: e[1::2], emitted)
 
 
 def step_sizes(leaves: tuple[np.ndarray, ...], linear: tuple[bool, ...]) -> np.ndarray:

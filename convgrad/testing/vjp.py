@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from convgrad.testing import finite_differences
-from convgrad.testing.arrays import as_float64, float64_available, is_float, replace_at
+from convgrad.testing.arrays import as_float64, float64_available, is_float
 from convgrad.testing.compare import assert_close, mismatch_report, relative_error
 from convgrad.testing.layout import flat_function, layout_of
 from convgrad.testing.tolerances import (
@@ -103,6 +103,7 @@ def check_vjp(
     check_batched: bool = False,
     batch_args: Sequence[Sequence[Any]] | None = None,
     order: int = 1,
+    second_order_numerical: bool = True,
     seed: int = 0,
 ) -> VJPCheck:
     """Check ``jax.vjp(fn)`` on every floating leaf of its arguments: vs ``jax.vjp(reference)`` and finite differences.
@@ -139,6 +140,9 @@ def check_vjp(
         by a random factor in [0.9, 1.1] (so signs, and zeros, are kept).
       order: 2 also checks the VJP of the VJP (``x -> vjp(ct)``) the same way:
         against the reference's and against finite differences of the VJP.
+      second_order_numerical: with ``order=2``, the finite differences of the
+        VJP (one more compiled program); ``False`` keeps only the comparison
+        with the reference's grad-of-grad.
       seed: seeds the cotangents, directions and batch.
 
     Returns:
@@ -210,7 +214,7 @@ def check_vjp(
             (carried, cotangent),
             _random_cotangent(rng, gradient_shape),
             rng,
-            options,
+            dataclasses.replace(options, numerical=options.numerical and second_order_numerical),
             prefix="check_vjp, order 2 (the VJP of x -> vjp(ct))",
         )
         record = dataclasses.replace(record, second_order=second_record)
@@ -256,7 +260,7 @@ def clear_caches() -> None:
         _second_order_function,
         layout.flat_function,
         arrays.jitted,
-        finite_differences.directions_program,
+        finite_differences.forward_program,
         finite_differences.columns_program,
     ):
         cached.cache_clear()
@@ -353,20 +357,16 @@ def _directional_check(problem, differentiated, carried, cotangent, grads, rng, 
     sqrt(n) atol / rtol) |u| / sqrt(n)``: an estimate of the VJP's 2-norm relative error.
     """
     count = options.directions
+    directions = [rng.standard_normal((count, *leaf.shape)) for leaf in differentiated]
     with jax.enable_x64(x64):
         points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
-        directions = tuple(rng.standard_normal((count, *leaf.shape)) for leaf in differentiated)
         steps = finite_differences.step_sizes(points, problem.linear)
-        dots, norms = finite_differences.directions_program(problem.fn)(
-            points,
-            fd_carried,
-            _placeholders(fd_cotangent),
-            tuple(jnp.asarray(d, points[i].dtype) for i, d in enumerate(directions)),
-            np.repeat(np.arange(len(points), dtype=np.int32), count),
-            np.tile(np.arange(count, dtype=np.int32), len(points)),
-            jnp.asarray(steps, points[0].dtype),
-        )
-        dots, norms = np.asarray(dots, np.float64).reshape(-1, count), np.asarray(norms, np.float64).reshape(-1, count)
+        measured = [
+            finite_differences.directional_differences(
+                problem.fn, points, fd_carried, fd_cotangent, position, directions[position], steps[position]
+            )
+            for position in range(len(points))
+        ]
     errors = []
     for position, grad in enumerate(grads):
         size = differentiated[position].size
@@ -376,12 +376,12 @@ def _directional_check(problem, differentiated, carried, cotangent, grads, rng, 
         rtol, atol = options.tolerance(differentiated[position].dtype)
         noise = _noise(problem.linear[position], x64)
         g = np.asarray(grad, np.float64).reshape(-1)
-        u = directions[position].reshape(count, -1)
+        numerical, fd_norms, taken = measured[position]
+        u = taken.reshape(count, -1)
         analytic = u @ g
-        numerical = dots[position]
         spread = np.linalg.norm(u, axis=1) / np.sqrt(size)  # |u| / sqrt(n), about 1
         magnitude = float(np.linalg.norm(g))
-        allowed = (rtol * magnitude + atol * np.sqrt(size)) * spread + noise * norms[position]
+        allowed = (rtol * magnitude + atol * np.sqrt(size)) * spread + noise * fd_norms
         residual = np.abs(analytic - numerical)
         scale = (magnitude + (np.sqrt(size) * atol / rtol if rtol > 0 else 0.0)) * spread
         relative = np.divide(residual, scale, out=residual.copy(), where=scale > 0)
@@ -394,7 +394,7 @@ def _directional_check(problem, differentiated, carried, cotangent, grads, rng, 
                 f"<ct, (f(x + h u) - f(x - h u)) / 2h> = {numerical[worst]:.10g}",
                 f"difference {residual[worst]:.3g} > allowed {allowed[worst]:.3g} = (rtol {rtol:.3g} * |vjp| "
                 f"{magnitude:.3g} + atol {atol:.3g} * sqrt(n) {np.sqrt(size):.3g}) * |u| / sqrt(n) {spread[worst]:.3g} "
-                f"+ finite-difference noise {noise:.3g} * |ct * J u| {norms[position][worst]:.3g} "
+                f"+ finite-difference noise {noise:.3g} * |ct * J u| {fd_norms[worst]:.3g} "
                 f"(dtype {jnp.dtype(differentiated[position].dtype).name}; |.| the 2-norm)",
                 f"relative error {relative[worst]:.3g} > rtol {rtol:.3g} (difference / ((|vjp| + sqrt(n) atol / rtol) "
                 f"|u| / sqrt(n)): the VJP's 2-norm relative error, estimated along u)",
@@ -410,7 +410,7 @@ def _localize(problem, position, differentiated, carried, cotangent, grad, optio
 
     Up to :data:`LOCALIZE_MAX_COLUMNS` elements: every element by central
     differences (``J^T ct``, as ``mode="jacobian"``), with the count of mismatched
-    elements. Beyond: :func:`_bisect`, about ``16 log2(n)`` evaluations.
+    elements. Beyond: :func:`_bisect`, ``16 log2(n)`` evaluations.
     """
     size = differentiated[position].size
     if size > LOCALIZE_MAX_COLUMNS:
@@ -428,8 +428,8 @@ def _localize(problem, position, differentiated, carried, cotangent, grad, optio
 def _bisect(problem, position, differentiated, carried, cotangent, grad, rng, x64) -> str:
     """The element carrying the most error, by bisection: halve the candidates, keep the half whose directions err more.
 
-    At each step 4 random directions supported on each half estimate the
-    squared 2-norm of the error there (``<g - J^T ct, v>^2`` has that mean); the
+    At each step 4 random directions supported on each half (16 evaluations)
+    estimate the squared 2-norm of the error there (``<g - J^T ct, v>^2`` has that mean); the
     last candidate's own column gives its expected value. A single wrong element
     is found whenever its error is well above the rounding of the rest.
     """
@@ -440,21 +440,16 @@ def _bisect(problem, position, differentiated, carried, cotangent, grad, rng, x6
     candidates = np.arange(size)
     with jax.enable_x64(x64):
         points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
-        steps = jnp.asarray(finite_differences.step_sizes(points, problem.linear), points[0].dtype)
-        program = finite_differences.directions_program(problem.fn)
-        unused = tuple(jnp.zeros((1, *p.shape), p.dtype) for p in points)
-        leaf_of = np.full(2 * count, position, np.int32)
-        row_of = np.arange(2 * count, dtype=np.int32)
+        step = finite_differences.step_sizes(points, problem.linear)[position]
         while candidates.size > 1:
             halves = (candidates[: candidates.size // 2], candidates[candidates.size // 2 :])
             rows = np.zeros((2 * count, size))
             for h, half in enumerate(halves):
                 rows[h * count : (h + 1) * count, half] = rng.standard_normal((count, half.size))
-            directions = replace_at(
-                unused, (position,), (jnp.asarray(rows.reshape(2 * count, *leaf.shape), points[position].dtype),)
+            dots, _, taken = finite_differences.directional_differences(
+                problem.fn, points, fd_carried, fd_cotangent, position, rows.reshape(2 * count, *leaf.shape), step
             )
-            dots, _ = program(points, fd_carried, _placeholders(fd_cotangent), directions, leaf_of, row_of, steps)
-            residual = rows @ g - np.asarray(dots, np.float64)
+            residual = taken.reshape(2 * count, size) @ g - dots
             candidates = halves[int(np.argmax([np.mean(residual[:count] ** 2), np.mean(residual[count:] ** 2)]))]
     element = int(candidates[0])
     dots, _ = _contracted_columns(problem, differentiated, carried, cotangent, (position,), x64, elements=[element])
@@ -631,8 +626,8 @@ def _rows_program(flat):
 
 def _batched_check(problem, problems, options) -> float:
     """The VJP under ``jax.vmap`` over the stacked problems vs the VJP of each problem alone."""
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[_with_placeholders(p) for p in problems])
-    batched_outputs, batched_grads = _batched_program(problem.fn)(*stacked)
+    stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *[_with_placeholders(p) for p in problems])
+    batched_outputs, batched_grads = jax.tree.map(np.asarray, _batched_program(problem.fn)(*stacked))
     errors = []
     for b, (differentiated, carried, cotangent) in enumerate(problems):
         outputs, grads = vjp_program(problem.fn)(differentiated, carried, _placeholders(cotangent))
@@ -719,7 +714,7 @@ def _random_cotangent(rng: np.random.Generator, out_shape: Any) -> Any:
 
     def draw(s):
         if is_float(s):
-            return jnp.asarray(rng.standard_normal(s.shape), s.dtype)
+            return jnp.asarray(rng.standard_normal(s.shape).astype(s.dtype))
         return np.zeros(s.shape, np.int32)
 
     return jax.tree.map(draw, out_shape)
@@ -739,7 +734,9 @@ def _with_placeholders(problem):
 
 def _jittered(rng: np.random.Generator, leaves: tuple) -> tuple:
     """Each leaf times an elementwise factor in [0.9, 1.1]: another valid point, same signs and zeros."""
-    return tuple(jnp.asarray(np.asarray(a, np.float64) * rng.uniform(0.9, 1.1, a.shape), a.dtype) for a in leaves)
+    return tuple(
+        jnp.asarray((np.asarray(a, np.float64) * rng.uniform(0.9, 1.1, a.shape)).astype(a.dtype)) for a in leaves
+    )
 
 
 def _output_index(outputs, row: int) -> tuple[str, tuple[int, ...]]:
