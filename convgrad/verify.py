@@ -4,13 +4,18 @@
 ``convgrad verify`` calls on the registry's default grid. The four checks:
 
 1. ``autodiff``: the custom VJP vs ``jax.vjp`` of the plain-lax reference (run in float64);
-2. ``numerical``: ``<ct, J u>`` by central finite differences (float64) vs ``<vjp(ct), u>``;
+2. ``numerical``: for 4 random directions ``u`` per argument, ``<ct, J u>`` by central
+   finite differences (float64) vs ``<vjp(ct), u>``: an estimate of the VJP's 2-norm
+   relative error;
 3. ``loop``: the forward and the VJP vs the NumPy loop reference;
 4. ``adjoint``: ``<A u, ct> == <u, vjp(ct)>`` for each argument in which the op is affine,
    where ``A u = f(.., u, ..) - f(.., 0, ..)``.
 
-and two transformation checks: ``vmap`` (a batch of two problems vs each alone)
-and ``grad_of_grad`` (the gradient of ``<vjp(ct), r>`` vs the reference's).
+and two transformation checks: ``vmap`` (a batch of two problems, the case's arguments
+and a second draw, vs each alone) and ``grad_of_grad`` (the gradient of ``<vjp(ct), r>``
+vs the reference's). Checks 1, 2 and the transformations are one call of
+:func:`convgrad.testing.check_vjp` (``check_batched=True``, ``order=2``), the checker
+users run on their own VJPs.
 Given a mesh (``convgrad verify --devices N``), a ``sharded`` check too: the
 VJP under ``jit`` with each argument's and the cotangent's leading axis split
 over the devices where its size allows, vs the same VJP on one device.

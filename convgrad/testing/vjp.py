@@ -6,7 +6,7 @@ The checks, per differentiated leaf (see :mod:`convgrad.testing.layout` for whic
   elementwise, normwise tolerance of the dtype under test.
 - **finite differences**, ``mode="directions"`` (default): for ``directions`` random
   directions ``u`` per leaf, ``<vjp(ct), u>`` vs ``<ct, (f(x + h u) - f(x - h u)) / 2h>``
-  with ``f`` run in float64 on the widened inputs. On a failure the leaf is localized by
+  with ``f`` run in float64 on the inputs cast to float64. On a failure the leaf is localized by
   ``mode="jacobian"``'s differences, so the message names the worst element.
 - **finite differences**, ``mode="jacobian"``: every element's column of the Jacobian by
   central differences; compared with the whole Jacobian assembled from the VJPs of the
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from convgrad.ops.precision import accumulator_dtype
 from convgrad.testing import finite_differences
 from convgrad.testing.arrays import as_float64, float64_available, is_float
 from convgrad.testing.compare import assert_close, mismatch_report, relative_error
@@ -117,7 +118,7 @@ def check_vjp(
         closed over and never traced.
       reference: a function computing the same values by other means (plain JAX
         ops). It is evaluated, and differentiated by ``jax.vjp``, in float64 (when
-        the backend has it, i.e. not on TPU), on the same inputs widened.
+        the backend has it, i.e. not on TPU), on the same inputs cast to float64.
       argnums: the arguments to differentiate, whole: every floating leaf of each.
         Default: every argument with a floating leaf.
       static_argnums: arguments to close over even where they hold arrays.
@@ -305,9 +306,9 @@ def _check(problem, differentiated, carried, cotangent, rng, options, *, prefix)
     reference_errors: list[float | None] = [None] * len(differentiated)
     if problem.reference is not None:
         with jax.enable_x64(x64):
-            wide = _widened(x64, (differentiated, carried, cotangent))
+            inputs = _in_reference_precision(x64, (differentiated, carried, cotangent))
             reference_outputs, reference_grads = vjp_program(problem.reference)(
-                wide[0], wide[1], _placeholders(wide[2])
+                inputs[0], inputs[1], _placeholders(inputs[2])
             )
             forward_error = assert_close(
                 outputs,
@@ -359,7 +360,7 @@ def _directional_check(problem, differentiated, carried, cotangent, grads, rng, 
     count = options.directions
     directions = [rng.standard_normal((count, *leaf.shape)) for leaf in differentiated]
     with jax.enable_x64(x64):
-        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        points, fd_carried, fd_cotangent = _in_reference_precision(x64, (differentiated, carried, cotangent))
         steps = finite_differences.step_sizes(points, problem.linear)
         measured = [
             finite_differences.directional_differences(
@@ -398,6 +399,8 @@ def _directional_check(problem, differentiated, carried, cotangent, grads, rng, 
                 f"(dtype {jnp.dtype(differentiated[position].dtype).name}; |.| the 2-norm)",
                 f"relative error {relative[worst]:.3g} > rtol {rtol:.3g} (difference / ((|vjp| + sqrt(n) atol / rtol) "
                 f"|u| / sqrt(n)): the VJP's 2-norm relative error, estimated along u)",
+                f"|vjp| = {magnitude:.3g}, while the differences put |J^T ct| near "
+                f"{np.sqrt(np.mean(numerical**2)):.3g} (the rms of <ct, J u> over the directions)",
                 _localize(problem, position, differentiated, carried, cotangent, grad, options, x64, rng),
             ]
             raise AssertionError("\n  ".join(lines))
@@ -439,7 +442,7 @@ def _bisect(problem, position, differentiated, carried, cotangent, grad, rng, x6
     g = np.asarray(grad, np.float64).reshape(-1)
     candidates = np.arange(size)
     with jax.enable_x64(x64):
-        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        points, fd_carried, fd_cotangent = _in_reference_precision(x64, (differentiated, carried, cotangent))
         step = finite_differences.step_sizes(points, problem.linear)[position]
         while candidates.size > 1:
             halves = (candidates[: candidates.size // 2], candidates[candidates.size // 2 :])
@@ -558,7 +561,7 @@ def _vjp_mismatch(problem, position, differentiated, grad, numerical, column_nor
 def _contracted_columns(problem, differentiated, carried, cotangent, positions, x64, elements=None):
     """``(J^T ct, |ct * J e_i|)`` per element of each leaf in ``positions`` (or only ``elements``), by differences."""
     with jax.enable_x64(x64):
-        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        points, fd_carried, fd_cotangent = _in_reference_precision(x64, (differentiated, carried, cotangent))
         steps = finite_differences.step_sizes(points, problem.linear)
         chosen = [np.arange(points[p].size) if elements is None else np.asarray(elements) for p in positions]
         leaf_of = np.concatenate([np.full(c.size, p, np.int32) for p, c in zip(positions, chosen)])
@@ -574,7 +577,7 @@ def _contracted_columns(problem, differentiated, carried, cotangent, positions, 
 def _whole_columns(problem, differentiated, carried, cotangent, x64) -> np.ndarray:
     """Every column of the Jacobian (one row per element of the leaves, in order) by central differences."""
     with jax.enable_x64(x64):
-        points, fd_carried, fd_cotangent = _widened(x64, (differentiated, carried, cotangent))
+        points, fd_carried, fd_cotangent = _in_reference_precision(x64, (differentiated, carried, cotangent))
         steps = finite_differences.step_sizes(points, problem.linear)
         leaf_of = np.concatenate([np.full(p.size, i, np.int32) for i, p in enumerate(points)])
         element_of = np.concatenate([np.arange(p.size, dtype=np.int32) for p in points])
@@ -702,11 +705,11 @@ def _noise(linear: bool, x64: bool) -> float:
     return NUMERICAL_RTOL if x64 else NUMERICAL_RTOL_FLOAT32
 
 
-def _widened(x64: bool, tree: Any) -> Any:
-    """Floating leaves in float64 (``x64``) or at least float32: the precision of references and differences."""
+def _in_reference_precision(x64: bool, tree: Any) -> Any:
+    """Floating leaves in float64 (``x64``), else in their accumulator dtype: references and differences run so."""
     if x64:
         return jax.tree.map(as_float64, tree)
-    return jax.tree.map(lambda a: a.astype(jnp.promote_types(a.dtype, jnp.float32)) if is_float(a) else a, tree)
+    return jax.tree.map(lambda a: a.astype(accumulator_dtype(a.dtype)) if is_float(a) else a, tree)
 
 
 def _random_cotangent(rng: np.random.Generator, out_shape: Any) -> Any:
