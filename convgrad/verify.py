@@ -76,8 +76,7 @@ def verify_case(
 
 def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     rng = np.random.default_rng(seed)
-    options = case.options
-    args = tuple(None if a is None else jnp.asarray(a) for a in spec.arguments(rng, case, dtype))
+    args = tuple(None if a is None else jnp.asarray(a) for a in spec.inputs(rng, case, dtype))
     argnums = tuple(i for i in spec.argnums if args[i] is not None)
     linear = tuple(i for i in spec.linear_argnums if i in argnums)
     fn, reference = _functions(spec, case)
@@ -93,8 +92,8 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     # the loop reference: forward and VJP from the definition
     y, grads = vjp(args, ct)
     wide = [None if a is None else np.asarray(a, np.float64) if _is_float(a) else np.asarray(a) for a in args]
-    loop_y = spec.loop_forward(*wide, **options)
-    loop_grads = spec.loop_vjp(*wide, np.asarray(ct, np.float64), **options)
+    loop_y = spec.loop_forward(*wide, **spec.reference_options(case))
+    loop_grads = spec.loop_vjp(*wide, np.asarray(ct, np.float64), **spec.reference_options(case))
     errors = [testing.assert_close(y, _first(loop_y), what="forward value vs loop reference")]
     for position, i in enumerate(argnums):
         errors.append(testing.assert_close(grads[position], loop_grads[i], what=f"argument {i}: VJP vs loop reference"))
@@ -171,7 +170,7 @@ def _sharded_check(fn, args, argnums, ct, y, grads, mesh) -> tuple[float, int]:
 def _vmap_check(spec, case, fn, args, argnums, rng) -> float:
     """``vmap`` of the VJP over two stacked problems equals the VJP of each."""
     vjp = testing.jitted_vjp(fn, argnums)
-    fresh = spec.arguments(rng, case, args[argnums[0]].dtype)
+    fresh = spec.inputs(rng, case, args[argnums[0]].dtype)
     second = tuple(jnp.asarray(fresh[i]) if i in argnums else a for i, a in enumerate(args))
     y = jax.eval_shape(fn, *args)
     cts = jnp.asarray(rng.standard_normal((2, *y.shape)), y.dtype)
@@ -223,7 +222,7 @@ def _widen(a):
 @functools.lru_cache(maxsize=1024)
 def _functions(spec: OpSpec, case: Case):
     """``(fn, reference)`` of one case, returning only the differentiable output; cached so compilations are shared."""
-    options = case.options
+    options, reference_options = case.options, spec.reference_options(case)
 
     @functools.wraps(spec.fn)  # keeps the op's argument names for failure messages
     def fn(*args):
@@ -231,7 +230,7 @@ def _functions(spec: OpSpec, case: Case):
 
     @functools.wraps(spec.fn)
     def reference(*args):
-        return _float_output(spec.reference(*args, **options))
+        return _float_output(spec.autodiff(*args, **reference_options))
 
     return fn, reference
 

@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from jax import lax
 
 import convgrad
-from convgrad import autodiff, reference, testing
+from convgrad import autodiff, loops, testing
 from convgrad.ops import conv as conv_module
 from convgrad.ops import conv_transpose as conv_transpose_module
-from convgrad.registry import OPS, conv_transpose_case
+from convgrad.registry import OPS
+from convgrad.registry.convolutions import conv_transpose_case
 from convgrad.verify import verify_case
 from tests.conftest import HypothesisDraw
 
@@ -174,7 +175,7 @@ HAND_CASES = [
 def test_hand_computed_1d(options, expected):
     x, w = jnp.array([[[1.0, 2.0]]]), jnp.array([[[1.0, 10.0, 100.0]]])
     np.testing.assert_array_equal(convgrad.conv_transpose(x, w, **options)[0, 0], expected)
-    np.testing.assert_array_equal(reference.conv_transpose(x, w, **options)[0, 0], expected)
+    np.testing.assert_array_equal(loops.conv_transpose(x, w, **options)[0, 0], expected)
 
 
 def test_hand_computed_gradients_with_output_padding_at_least_stride():
@@ -240,8 +241,8 @@ def _loop_comparison(case):
     args = [rng.standard_normal(shape) for shape in case.shapes]
     y, vjp = jax.vjp(lambda *a: convgrad.conv_transpose(*a, **case.options), *map(jnp.asarray, args))
     g = rng.standard_normal(y.shape)
-    testing.assert_close(y, reference.conv_transpose(*args, **case.options), what="forward vs loop reference")
-    expected = reference.conv_transpose_vjp(*args, g, **case.options)
+    testing.assert_close(y, loops.conv_transpose(*args, **case.options), what="forward vs loop reference")
+    expected = loops.conv_transpose_vjp(*args, g, **case.options)
     for i, (got, want) in enumerate(zip(vjp(jnp.asarray(g)), expected)):
         testing.assert_close(got, want, what=f"argument {i} vs loop reference")
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import convgrad
-from convgrad import autodiff, reference, testing
+from convgrad import autodiff, loops, testing
 from convgrad.ops import conv as conv_module
 
 # square groups (C/G == O/G) so that a kernel with unswapped channels still has the right shape
@@ -59,7 +59,7 @@ def _numerical_check(args, _):
 def _loop_check(args, argnum):
     y, vjp = jax.vjp(_conv, *args)
     g = np.random.default_rng(1).standard_normal(y.shape)
-    expected = reference.conv_vjp(*args, g, **OPTIONS)
+    expected = loops.conv_vjp(*args, g, **OPTIONS)
     testing.assert_close(vjp(g)[argnum], expected[argnum], what=f"argument {argnum} vs loop reference")
 
 
