@@ -6,7 +6,7 @@ from convgrad.ops.activations import sigmoid as sigmoid
 from convgrad.ops.activations import softmax as softmax
 from convgrad.ops.activations import tanh as tanh
 from convgrad.ops.conv import conv as conv
-from convgrad.ops.conv import flip_and_swap as flip_and_swap
+from convgrad.ops.conv_textbook import flip_and_swap as flip_and_swap
 from convgrad.ops.conv_transpose import conv_transpose as conv_transpose
 from convgrad.ops.conv_transpose import zero_insert as zero_insert
 from convgrad.ops.dense import dense as dense

@@ -28,7 +28,7 @@ import numpy as np
 
 from convgrad.bench import _normal
 from convgrad.models import KITS, MODELS, loss_fn
-from convgrad.ops import conv as conv_ops
+from convgrad.ops import conv_formulations
 
 STEPS = 20
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     if args.textbook:
-        conv_ops.FORMULATIONS["auto"] = conv_ops.FORMULATIONS["textbook"]
+        conv_formulations.FORMULATIONS["auto"] = conv_formulations.FORMULATIONS["textbook"]
     model = MODELS["cnn"]
     params = model.init(jax.random.key(0))
     images = _normal(0, (128, 28, 28))

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from convgrad import parallel
-from convgrad.ops import conv as conv_ops
+from convgrad.ops import conv_formulations
 
 MODELS = ("linear", "mlp", "mlp2", "cnn")
 SHARDED_PER_EXAMPLE = ("mlp", "cnn")
@@ -82,7 +82,7 @@ def _formulations_for(optimizer: str):
     """Adam runs with lax convolutions: see ``test_five_training_steps_on_eight_devices_equal_one_device``."""
     if optimizer != "adam":
         return contextlib.nullcontext()
-    return _replaced(conv_ops.FORMULATIONS, "auto", conv_ops.FORMULATIONS["textbook"])
+    return _replaced(conv_formulations.FORMULATIONS, "auto", conv_formulations.FORMULATIONS["textbook"])
 
 
 def devices(out_path: str) -> None:
@@ -142,8 +142,8 @@ def devices(out_path: str) -> None:
         if name in SHARDED_PER_EXAMPLE:
             _leaves(f"per_example/{name}/sharded", sharded_per_example(params, *examples), out)
         if name == "cnn":  # again with every convolution a lax one, as on GPU/TPU (XLA's bug, docs/scaling.md)
-            textbook = conv_ops.FORMULATIONS["textbook"]
-            with _replaced(conv_ops.FORMULATIONS, "auto", textbook):
+            textbook = conv_formulations.FORMULATIONS["textbook"]
+            with _replaced(conv_formulations.FORMULATIONS, "auto", textbook):
                 textbook_grad = jax.grad(loss_fn(model, KITS["custom"]))  # a new function: traced anew
                 textbook_per_example = jax.vmap(
                     lambda p, x, y, grad=textbook_grad: grad(p, x[None], y[None]), in_axes=(None, 0, 0)

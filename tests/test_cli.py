@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from convgrad import cli
-from convgrad.ops import conv as conv_module
+from convgrad.ops import conv_textbook
 
 
 def test_verify_quick_passes_and_writes_json(tmp_path, capsys):
@@ -28,7 +28,7 @@ def test_verify_quick_passes_and_writes_json(tmp_path, capsys):
 
 
 def test_verify_fails_on_a_broken_vjp(mutate, capsys):
-    mutate(conv_module, "conv_bias_grad", lambda g, geometry: jnp.mean(g, axis=(0, 2, 3)))
+    mutate(conv_textbook, "conv_bias_grad", lambda g, geometry: jnp.mean(g, axis=(0, 2, 3)))
     status = cli.main(["verify", "--quick", "--ops", "conv", "--no-progress"])
     out = capsys.readouterr().out
     assert status == 1

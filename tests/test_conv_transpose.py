@@ -22,7 +22,7 @@ from jax import lax
 
 import convgrad
 from convgrad import autodiff, loops, testing
-from convgrad.ops import conv as conv_module
+from convgrad.ops import conv_textbook
 from convgrad.ops import conv_transpose as conv_transpose_module
 from convgrad.registry import OPS
 from convgrad.registry.convolutions import conv_transpose_case
@@ -226,12 +226,12 @@ def _bias_mean(g, geometry):
     return jnp.mean(g, axis=(0, *range(2, g.ndim)))
 
 
-# conv_transpose's forward is conv_input_grad, which looks up flip_and_swap in conv.py; its backward looks up
-# conv_bias_grad in conv_transpose.py (patching it there leaves conv's own bias gradient alone)
+# conv_transpose's forward is conv_input_grad and its backward uses conv_bias_grad: both pieces of the textbook
+# formulation, looked up in conv_textbook.py (so each patch reaches conv_transpose as it reaches conv)
 MUTANTS = {
-    "missing kernel flip": (conv_module, "flip_and_swap", _swap_only, "forward value"),
-    "missing channel swap": (conv_module, "flip_and_swap", _flip_only, "forward value"),
-    "bias gradient averaged": (conv_transpose_module, "conv_bias_grad", _bias_mean, r"argument 2 \(b\)"),
+    "missing kernel flip": (conv_textbook, "flip_and_swap", _swap_only, "forward value"),
+    "missing channel swap": (conv_textbook, "flip_and_swap", _flip_only, "forward value"),
+    "bias gradient averaged": (conv_textbook, "conv_bias_grad", _bias_mean, r"argument 2 \(b\)"),
 }
 
 

@@ -25,7 +25,8 @@ from hypothesis import strategies as st
 
 import convgrad
 from convgrad import loops, testing
-from convgrad.ops import pooling
+from convgrad.ops import pool_windows, pooling
+from convgrad.ops.geometry import PoolGeometry
 from convgrad.registry import OPS
 from convgrad.verify import verify_case
 from tests.conftest import HypothesisDraw
@@ -210,7 +211,7 @@ def test_max_unpool_is_the_adjoint_of_the_gather(data):
 # ---------------------------------------------------------------------------- the two max-pool backward paths
 
 
-def _geometry(shape, window, stride=None, padding=0, channel_axis=1) -> pooling.PoolGeometry:
+def _geometry(shape, window, stride=None, padding=0, channel_axis=1) -> PoolGeometry:
     return pooling.pool_arguments("max_pool", np.zeros(shape), window, stride, padding, channel_axis)[1]
 
 
@@ -394,24 +395,24 @@ def _phase_grad_by_scatter_set(g, taps, geometry):
 
 def _real_element_count(geometry):
     """Bug: divide by the number of real (non-padded) elements of each window (count_include_pad=False)."""
-    real = pooling.real_taps(geometry)
+    real = pool_windows.real_taps(geometry)
     return len(geometry.tap_offsets) if real is None else sum(r.astype(int) for r in real)
 
 
 def _input_grad_without_divisor(g, geometry):
     """Bug: the backward forgets the 1 / K."""
-    return pooling.spread_to_taps(g, geometry)
+    return pool_windows.spread_to_taps(g, geometry)
 
 
 def _tiled_grad_without_interleave(g, taps, geometry):
     """Bug: the window blocks are laid out one after another ((i, j, a, b)) instead of interleaved ((i, a, j, b))."""
-    axes = pooling.window_axes(geometry)
-    selected = jnp.expand_dims(taps.astype(jnp.int32), axes) == pooling.tap_index(geometry)
+    axes = pool_windows.window_axes(geometry)
+    selected = jnp.expand_dims(taps.astype(jnp.int32), axes) == pool_windows.tap_index(geometry)
     windows = jnp.where(selected, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype))
     first, n = geometry.first_spatial_axis, len(geometry.window)
     positions = [first + 2 * d for d in range(n)]
     order = [*range(first), *positions, *axes, *range(first + 2 * n, windows.ndim)]
-    return pooling._untile(jnp.transpose(windows, order).reshape(windows.shape), geometry)
+    return pool_windows.untile(jnp.transpose(windows, order).reshape(windows.shape), geometry)
 
 
 def _fails(op, index):

@@ -9,7 +9,7 @@ import pytest
 
 import convgrad
 from convgrad import autodiff, loops, testing
-from convgrad.ops import conv as conv_module
+from convgrad.ops import conv_textbook
 
 # square groups (C/G == O/G) so that a kernel with unswapped channels still has the right shape
 OPTIONS = dict(stride=2, padding=((1, 0), (2, 1)), groups=2)
@@ -90,7 +90,7 @@ CHECKS = {
 @pytest.mark.parametrize("mutant", list(MUTANTS))
 def test_each_check_catches_each_bug(mutate, mutant, check):
     name, replacement, argnum = MUTANTS[mutant]
-    mutate(conv_module, name, replacement)
+    mutate(conv_textbook, name, replacement)
     with pytest.raises(AssertionError):
         CHECKS[check](_problem(), argnum)
 
@@ -102,7 +102,7 @@ def test_checks_pass_the_correct_vjp(check):
 
 
 def test_failure_message_names_argument_check_and_errors(mutate):
-    mutate(conv_module, "conv_bias_grad", _bias_mean)
+    mutate(conv_textbook, "conv_bias_grad", _bias_mean)
     with pytest.raises(
         AssertionError, match=r"argument 2 \(b\): VJP vs jax.vjp\(reference\): max abs error .* max rel error"
     ):

@@ -12,7 +12,7 @@ import pytest
 
 from convgrad import cli, testing, train
 from convgrad.models import KITS, MODELS, loss_fn
-from convgrad.ops import conv as conv_ops
+from convgrad.ops import conv_formulations
 
 
 def tiny_dataset(n_train: int = 192, n_test: int = 64, seed: int = 0) -> train.Dataset:
@@ -171,7 +171,7 @@ def test_twenty_steps_agree(name, monkeypatch):
     the worst array after 20 steps (README, "Train"). Their gradients are checked
     against float64 references by the registry (test_registry.py).
     """
-    monkeypatch.setitem(conv_ops.FORMULATIONS, "auto", conv_ops.FORMULATIONS["textbook"])
+    monkeypatch.setitem(conv_formulations.FORMULATIONS, "auto", conv_formulations.FORMULATIONS["textbook"])
     custom, autodiff = _twenty_steps(name, "adam")
     for got, want in zip(jax.tree.leaves(custom), jax.tree.leaves(autodiff), strict=True):
         testing.assert_close(got, np.asarray(want, np.float64), rtol=1e-4, atol=1e-6, what=f"{name} after 20 steps")

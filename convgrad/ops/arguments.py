@@ -14,8 +14,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from convgrad.ops.geometry import Pair
+from convgrad.ops.geometry import CHANNELS_FIRST, Pair
 
 FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 
@@ -178,3 +179,60 @@ def as_axis(op: str, axis: object, name: str, array: jax.Array) -> int:
     if not -ndim <= index < ndim:
         raise ValueError(f"{op}: axis={index} is out of range for {name}.ndim={ndim} (allowed: -{ndim} to {ndim - 1})")
     return index % ndim
+
+
+def conv_operands(op: str, x, w, b, kernel_layout: str) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """``x``, ``w``, ``b`` as arrays of one floating dtype, ``w`` of rank 3 to 5 and ``x`` of ``w``'s rank.
+
+    Shared by ``conv`` and ``conv_transpose``; ``kernel_layout`` names ``w``'s
+    axes in the message (``"(O, C/groups, *kernel)"``).
+    """
+    x = as_float_array(op, "x", x)
+    w = as_float_array(op, "w", w)
+    b = None if b is None else as_float_array(op, "b", b)
+    same_dtype(op, x=x, w=w, b=b)
+    ndim_between(op, "w", w, 3, 5, f"{kernel_layout} with 1 to 3 spatial dims")
+    if x.ndim != w.ndim:
+        raise ValueError(
+            f"{op}: x and w must have the same rank (batch, channel and {w.ndim - 2} spatial dims), "
+            f"got x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)}"
+        )
+    return x, w, b
+
+
+def dimension_numbers_for(op: str, x_shape, w_shape, dimension_numbers) -> lax.ConvDimensionNumbers:
+    """lax's dimension numbers from ``None`` (channel-first) or three layout strings, checked."""
+    n = len(w_shape) - 2
+    if dimension_numbers is None:
+        dimension_numbers = CHANNELS_FIRST[n]
+    if not (
+        isinstance(dimension_numbers, (tuple, list))
+        and len(dimension_numbers) == 3
+        and all(isinstance(s, str) for s in dimension_numbers)
+    ):
+        raise TypeError(
+            f"{op}: dimension_numbers must be None or three layout strings such as ('NHWC', 'HWIO', 'NHWC'), "
+            f"got dimension_numbers={dimension_numbers!r}"
+        )
+    lhs, rhs, out = dimension_numbers
+    spatial = [c for c in rhs if c not in "OI"]
+    problems = []
+    for name, spec, special in (("input", lhs, "NC"), ("kernel", rhs, "OI"), ("output", out, "NC")):
+        if len(spec) != n + 2:
+            problems.append(f"{name} layout {spec!r} has {len(spec)} letters, expected {n + 2} for a rank-{n + 2} w")
+        elif len(set(spec)) != len(spec) or any(spec.count(c) != 1 for c in special):
+            problems.append(f"{name} layout {spec!r} must contain {special[0]!r} and {special[1]!r} once each")
+        elif sorted(c for c in spec if c not in special) != sorted(spatial):
+            problems.append(f"{name} layout {spec!r} must use the kernel's spatial letters {''.join(spatial)!r}")
+    if problems:
+        raise ValueError(f"{op}: bad dimension_numbers={tuple(dimension_numbers)!r}: " + "; ".join(problems))
+    return lax.conv_dimension_numbers(tuple(x_shape), tuple(w_shape), tuple(dimension_numbers))
+
+
+def channels_last_axis(op: str, channel_axis: object, ndim: int) -> bool:
+    """``channel_axis`` is 1 (channel-first) or -1 / ``ndim - 1`` (channels-last); True for channels-last."""
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, int) or channel_axis not in (1, -1, ndim - 1):
+        raise ValueError(
+            f"{op}: channel_axis must be 1 (N, C, *spatial) or -1 (N, *spatial, C), got channel_axis={channel_axis!r}"
+        )
+    return channel_axis != 1
