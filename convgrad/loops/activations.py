@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -58,17 +60,20 @@ def tanh_vjp(x, g):
 
 def vectors(a: np.ndarray, axis: int) -> np.ndarray:
     """The 1-d slices of ``a`` along ``axis``, as the rows of a 2-d view (axis moved last)."""
-    return np.moveaxis(a, axis, -1).reshape(-1, a.shape[axis])
+    moved = np.moveaxis(a, axis, -1)
+    return moved.reshape(math.prod(moved.shape[:-1]), a.shape[axis])
 
 
 def from_vectors(rows: np.ndarray, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """Inverse of :func:`vectors`: rows back into ``shape``, the row axis at ``axis``."""
     moved = list(shape)
     moved.append(moved.pop(axis))
     return np.moveaxis(rows.reshape(moved), -1, axis)
 
 
 def softmax_vector(v: np.ndarray) -> np.ndarray:
-    e = np.exp(v - v.max())
+    """``exp(v - max v) / sum exp(v - max v)`` of one 1-d slice (an empty slice stays empty)."""
+    e = np.exp(v - v.max(initial=-np.inf))
     return e / e.sum()
 
 
@@ -93,7 +98,7 @@ def softmax_vjp(x, g, axis=-1):
 def log_softmax(x, axis=-1) -> np.ndarray:
     """``y[k] = x[k] - m - log sum_j exp(x[j] - m)`` for each slice along ``axis``."""
     x = np.asarray(x, np.float64)
-    rows = [v - v.max() - np.log(np.exp(v - v.max()).sum()) for v in vectors(x, axis)]
+    rows = [v - v.max(initial=-np.inf) - np.log(np.exp(v - v.max(initial=-np.inf)).sum()) for v in vectors(x, axis)]
     return from_vectors(np.array(rows), x.shape, axis)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
 def rows_of(a: np.ndarray) -> np.ndarray:
-    """``(..., n)`` as ``(rows, n)``: every leading axis is a batch axis."""
-    return a.reshape(-1, a.shape[-1])
+    """``(..., n)`` as ``(rows, n)``: every leading axis is a batch axis (either count may be 0)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
 def dense(x, w, b=None) -> np.ndarray:

@@ -19,6 +19,9 @@ DENSE_CASES = (
     dense_case((3, 6), 4, bias=False),
     dense_case((5,), 3),  # a single vector: dw is the outer product x g^T
     dense_case((1, 7), 1),  # one row, one output
+    dense_case((0, 5), 3),  # an empty batch: empty dx, zero dw and db
+    dense_case((2, 0), 3),  # no input features: y = b, dw empty
+    dense_case((2, 4), 0),  # no outputs
 )
 
 
