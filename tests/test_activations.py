@@ -218,7 +218,7 @@ def test_bad_input_raises_a_clear_error(op, args, kwargs, error, message):
 @pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0,)])
 @pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax", "log_softmax"])
 def test_zero_size_inputs_give_empty_results_and_gradients(name, shape):
-    """An empty batch or an empty normalization axis is valid input (as in jax.nn and PyTorch): empty out, empty grad."""
+    """An empty batch or an empty normalization axis is valid input (as in jax.nn and PyTorch): empty y and dx."""
     x = jnp.zeros(shape, jnp.float32)
     y, vjp = jax.vjp(getattr(convgrad, name), x)
     (dx,) = vjp(jnp.ones_like(y))
