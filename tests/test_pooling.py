@@ -515,9 +515,17 @@ def test_bad_pool_input_raises_a_clear_error(op, args, kwargs, error, message):
 
 
 UNPOOL_BAD_INPUTS = [
-    ((Y, S.astype(np.float32), (6, 6)), TypeError, "switches must have an integer dtype, got switches.dtype=float32"),
-    ((Y, S.astype(bool), (6, 6)), TypeError, "switches must have an integer dtype, got switches.dtype=bool"),
-    ((Y, "s", (6, 6)), TypeError, "switches must be an integer array, got str"),
+    (
+        (Y, S.astype(np.float32), (6, 6)),
+        TypeError,
+        r"switches must have an integer dtype \(flat indices into each plane\), got switches.dtype=float32",
+    ),
+    (
+        (Y, S.astype(bool), (6, 6)),
+        TypeError,
+        r"switches must have an integer dtype \(flat indices into each plane\), got switches.dtype=bool",
+    ),
+    ((Y, "s", (6, 6)), TypeError, "switches must be an array, got str"),
     (
         (Y, S[:, :, :2], (6, 6)),
         ValueError,

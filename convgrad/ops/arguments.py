@@ -21,14 +21,19 @@ from convgrad.ops.geometry import CHANNELS_FIRST, Pair
 FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 
 
-def as_float_array(op: str, name: str, value: object) -> jax.Array:
-    """``value`` as a JAX array of a real floating dtype (float16, bfloat16, float32, float64)."""
+def as_array(op: str, name: str, value: object) -> jax.Array:
+    """``value`` as a JAX array (``TypeError`` for ``None``, strings, mappings and sets, which are no arrays)."""
     if value is None or isinstance(value, (str, bytes, dict, set)):
         raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}")
     try:
-        array = jnp.asarray(value)
+        return jnp.asarray(value)
     except TypeError as error:
         raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}") from error
+
+
+def as_float_array(op: str, name: str, value: object) -> jax.Array:
+    """``value`` as a JAX array of a real floating dtype (float16, bfloat16, float32, float64)."""
+    array = as_array(op, name, value)
     if not jnp.issubdtype(array.dtype, jnp.floating):
         raise TypeError(
             f"{op}: {name} must have a real floating dtype (float16, bfloat16, float32, float64), "
@@ -37,16 +42,11 @@ def as_float_array(op: str, name: str, value: object) -> jax.Array:
     return array
 
 
-def as_index_array(op: str, name: str, value: object) -> jax.Array:
-    """``value`` as a JAX array of an integer dtype (indices such as ``max_pool``'s switches)."""
-    if value is None or isinstance(value, (str, bytes, dict, set)):
-        raise TypeError(f"{op}: {name} must be an integer array, got {type(value).__name__}")
-    try:
-        array = jnp.asarray(value)
-    except TypeError as error:
-        raise TypeError(f"{op}: {name} must be an integer array, got {type(value).__name__}") from error
+def as_int_array(op: str, name: str, value: object, what: str) -> jax.Array:
+    """``value`` as a JAX array of an integer dtype, signed or unsigned, not bool (``what`` it holds: indices, ...)."""
+    array = as_array(op, name, value)
     if not jnp.issubdtype(array.dtype, jnp.integer):
-        raise TypeError(f"{op}: {name} must have an integer dtype, got {name}.dtype={array.dtype}")
+        raise TypeError(f"{op}: {name} must have an integer dtype ({what}), got {name}.dtype={array.dtype}")
     return array
 
 
@@ -152,19 +152,6 @@ def ndim_equal(op: str, name: str, array: jax.Array, n: int, what: str) -> None:
         raise ValueError(
             f"{op}: {name} must have {n} dim{'s' if n != 1 else ''} {what}, got {name}.shape={tuple(array.shape)}"
         )
-
-
-def as_int_array(op: str, name: str, value: object, what: str) -> jax.Array:
-    """``value`` as a JAX array of an integer dtype (signed or unsigned; not bool)."""
-    if value is None or isinstance(value, (str, bytes, dict, set)):
-        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}")
-    try:
-        array = jnp.asarray(value)
-    except TypeError as error:
-        raise TypeError(f"{op}: {name} must be an array, got {type(value).__name__}") from error
-    if not jnp.issubdtype(array.dtype, jnp.integer):
-        raise TypeError(f"{op}: {name} must have an integer dtype ({what}), got {name}.dtype={array.dtype}")
-    return array
 
 
 def as_axis(op: str, axis: object, name: str, array: jax.Array) -> int:

@@ -520,7 +520,7 @@ def unpool_arguments(op, y, switches, output_size, channel_axis=1) -> tuple[jax.
     y = arguments.as_float_array(op, "y", y)
     arguments.ndim_between(op, "y", y, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
     channels_last = arguments.channels_last_axis(op, channel_axis, y.ndim)
-    switches = arguments.as_index_array(op, "switches", switches)
+    switches = arguments.as_int_array(op, "switches", switches, "flat indices into each plane")
     if switches.shape != y.shape:
         raise ValueError(
             f"{op}: switches must have the shape of y, got switches.shape={tuple(switches.shape)} "
