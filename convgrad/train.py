@@ -51,7 +51,7 @@ from jax.sharding import Mesh
 import convgrad
 from convgrad import data as mnist_data
 from convgrad import parallel
-from convgrad.files import atomic_write_bytes, remove_leftovers
+from convgrad.files import atomic_write_bytes, output_directory_problem, remove_leftovers
 from convgrad.models import KITS, MODELS, Loss, Model, ModelState, Params, loss_fn
 from convgrad.progress import Progress
 
@@ -331,7 +331,8 @@ def train(
 
     Raises:
       ConfigError: ``batch_size`` is not a multiple of the devices, or exceeds
-        the training examples; ``resume=True`` without a ``checkpoint_dir``.
+        the training examples; ``resume=True`` without a ``checkpoint_dir``; a
+        ``checkpoint_dir`` that cannot be written (checked before the first epoch).
       CheckpointError: ``resume=True`` and the checkpoint is missing, unreadable,
         or of another configuration (:class:`ConfigMismatchError`).
       OSError: a checkpoint cannot be written.
@@ -346,6 +347,9 @@ def train(
         raise ConfigError("batch_size", config.batch_size, f"exceeds the {n_train} training examples")
     if resume and checkpoint_dir is None:
         raise ConfigError("resume", resume, "needs a checkpoint_dir")
+    if checkpoint_dir is not None and jax.process_index() == 0:  # the writer: fail now, not after an epoch
+        if (problem := output_directory_problem(checkpoint_dir)) is not None:
+            raise ConfigError("checkpoint_dir", str(checkpoint_dir), problem)
     optimizer = make_optimizer(config, steps)
     step = make_step(loss_fn(model, KITS[config.grads]), optimizer, mesh=mesh)
     evaluate = make_evaluate(model, config, mesh)

@@ -107,6 +107,13 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
         train.train(TINY, tiny_dataset(), checkpoint_dir=tmp_path, resume=True, progress=False)
 
 
+def test_an_unusable_checkpoint_dir_is_refused_before_the_first_epoch(tmp_path):
+    existing = tmp_path / "file"
+    existing.write_text("")
+    with pytest.raises(train.ConfigError, match=f"^train: checkpoint_dir='{existing}' is a file, not a directory$"):
+        train.train(TINY, tiny_dataset(), checkpoint_dir=existing, progress=False, on_epoch=_interrupt_after(1))
+
+
 def test_resume_needs_a_checkpoint_dir_and_says_so_in_the_library_names():
     with pytest.raises(train.ConfigError, match=r"^train: resume=True needs a checkpoint_dir$"):
         train.train(TINY, tiny_dataset(), resume=True, progress=False)
