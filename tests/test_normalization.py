@@ -582,7 +582,7 @@ def test_registry_cases_equal_pytorch(name, index):
     assert_equals_torch(name, OPS[name].cases[index])
 
 
-TORCH_EXAMPLES = max(30, settings.default.max_examples)
+TORCH_EXAMPLES = 2 * settings.default.max_examples  # 10 per op in the quick profile, 120 in the thorough one
 
 
 @pytest.mark.parametrize("name", NAMES)
