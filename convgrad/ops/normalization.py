@@ -136,6 +136,11 @@ def batch_norm(
     ``dscale`` and ``doffset`` are then zeros. Training on exactly one element
     per channel is an error, as in PyTorch (its unbiased variance divides by 0).
 
+    Deliberate differences from ``F.batch_norm``: ``scale`` and ``offset`` come
+    before the running statistics; the updated statistics are returned, not
+    written in place (JAX arrays are immutable); ``momentum=None`` (PyTorch's
+    cumulative moving average) is not offered.
+
     Args:
       x: input, at least 2-d: ``(N, C, *spatial)`` for ``channel_axis=1``.
         Floating dtype.
