@@ -24,6 +24,7 @@ import convgrad
 from convgrad import autodiff, testing
 from convgrad.ops import normalization
 from convgrad.registry import OPS
+from convgrad.verify import verify_case
 from tests.conftest import HypothesisDraw
 
 F64 = testing.TOLERANCES["float64"]
@@ -176,6 +177,28 @@ def test_batch_norm_in_training_is_not_affine_in_x():
         testing.check_adjoint(
             lambda u: f(u) - f(x0), lambda c: jax.vjp(f, x0)[1](c)[0], shape, shape, dtype=jnp.float64
         )
+
+
+def test_every_check_catches_a_dropped_third_term(mutate):
+    """Without ``- x_hat mean(g_hat x_hat)`` the input gradient is wrong by O(1): the registry's checks fail."""
+
+    def two_terms(g, x_hat, inv_sigma, scale, geometry):
+        g_hat = normalization.scaled_cotangent(g, scale, geometry)
+        dx = inv_sigma * (g_hat - jnp.mean(g_hat, axis=geometry.axes, keepdims=True))
+        return dx.reshape(geometry.shape).astype(g.dtype)
+
+    mutate(normalization, "batch_statistics_input_grad", two_terms)
+    for name in ("batch_norm", "layer_norm", "group_norm", "instance_norm"):
+        result = verify_case(OPS[name], OPS[name].cases[0], "float64", transforms=False)
+        assert not result.passed and "argument 0 (x)" in result.failure, (name, result.failure)
+
+
+def test_evaluation_accepts_eps_zero_as_pytorch_does():
+    """Only training needs ``eps > 0`` (a constant channel has variance 0); evaluation divides by the running var."""
+    y, _, _ = convgrad.batch_norm(
+        jnp.array([[1.0], [3.0]]), None, None, jnp.ones(1), jnp.full(1, 4.0), training=False, eps=0
+    )
+    np.testing.assert_array_equal(y, [[0.0], [1.0]])
 
 
 # ---------------------------------------------------------------------------- zero-size inputs

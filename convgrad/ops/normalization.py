@@ -597,8 +597,9 @@ def parameter_grads(g, x_hat, scale, offset, geometry: Normalization) -> tuple[j
     """
     g_view = g.reshape(geometry.view).astype(x_hat.dtype)
     axes = geometry.parameter_axes
-    dscale = None if scale is None else jnp.sum(g_view * x_hat, axis=axes).reshape(scale.shape).astype(scale.dtype)
-    doffset = None if offset is None else jnp.sum(g_view, axis=axes).reshape(offset.shape).astype(offset.dtype)
+    shape = geometry.parameter_shape
+    dscale = None if scale is None else jnp.sum(g_view * x_hat, axis=axes).reshape(shape).astype(scale.dtype)
+    doffset = None if offset is None else jnp.sum(g_view, axis=axes).reshape(shape).astype(offset.dtype)
     return dscale, doffset
 
 
