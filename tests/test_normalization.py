@@ -468,8 +468,15 @@ def test_bad_arguments_raise_clear_errors(call, error, message):
 
 
 def _torch_layout(a: np.ndarray, axis: int) -> np.ndarray:
-    """Channel axis moved to 1, where PyTorch's batch, group and instance norms read it."""
-    return np.moveaxis(a, axis, 1)
+    """Channel axis moved to 1, where PyTorch's batch, group and instance norms read it; C-contiguous.
+
+    Contiguous because ``torch.tensor`` keeps a NumPy view's strides, and PyTorch 2.13's
+    ``F.instance_norm`` backward returns wrong ``dx``, ``dweight`` and ``dbias`` (not
+    merely rounded: ``dbias`` is not the sum of the cotangent) for some strided
+    cotangents, e.g. ``np.moveaxis(g, 3, 1)`` of shape ``(1, 2, 1, 2)``, strides
+    ``(4, 1, 2, 2)`` in elements. A contiguous copy of the same values gives the right ones.
+    """
+    return np.ascontiguousarray(np.moveaxis(a, axis, 1))
 
 
 def torch_reference(name: str, arrays, options, g):
@@ -584,8 +591,12 @@ def assert_equals_torch(name: str, case, seed: int = 0) -> None:
     with jax.enable_x64(True):
         ours = convgrad_results(name, arrays, options, g)
     if torch_refuses(name, case.shapes[0], options):
-        offset = arrays[2]
-        np.testing.assert_array_equal(ours["y"], np.broadcast_to(0.0 if offset is None else offset, ours["y"].shape))
+        shape, offset = case.shapes[0], arrays[2]
+        axis = options.get("channel_axis", 1) % len(shape)
+        per_channel = [1] * len(shape)
+        per_channel[axis] = shape[axis]
+        expected = np.broadcast_to(0.0 if offset is None else np.reshape(offset, per_channel), shape)
+        np.testing.assert_array_equal(ours["y"], expected)  # one element per group: y = offset
         return
     theirs = torch_reference(name, arrays, options, g)
     assert set(ours) == set(theirs), f"{case}: {sorted(ours)} vs {sorted(theirs)}"
