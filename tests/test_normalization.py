@@ -1,14 +1,14 @@
 """Facts about the normalization layers beyond the registry's checks.
 
 Hand-worked examples, the buffers' zero gradients, batch norm's affinity in evaluation,
-zero-size inputs, float32 accumulation, ``shard_map``, the docstring examples, every
-error message, and values, running statistics and gradients equal to PyTorch's in
-float64 (when torch is importable) on the registry's cases and on hypothesis-drawn ones.
+zero-size inputs, float32 accumulation, ``shard_map``, every error message, and values,
+running statistics and gradients equal to PyTorch's in float64 (when torch is
+importable) on the registry's cases and on hypothesis-drawn ones. (The docstring
+examples run in ``tests/test_docs.py``.)
 """
 
 from __future__ import annotations
 
-import doctest
 import math
 import re
 
@@ -320,12 +320,6 @@ def test_under_shard_map_the_replicated_parameters_get_their_summed_gradient(nam
     plain = jax.grad(loss, argnums=(0, 1, 2))(x, scale, offset)
     for s, p in zip(sharded, plain):
         np.testing.assert_allclose(s, p, rtol=1e-13, atol=1e-14)
-
-
-def test_docstring_examples():
-    with jax.enable_x64(False):  # the examples show the default float32
-        failures, attempted = doctest.testmod(normalization, optionflags=doctest.ELLIPSIS)
-    assert attempted >= 4 and failures == 0
 
 
 # ---------------------------------------------------------------------------- errors
