@@ -10,6 +10,7 @@ from convgrad.ops.conv import flip_and_swap as flip_and_swap
 from convgrad.ops.conv_transpose import conv_transpose as conv_transpose
 from convgrad.ops.conv_transpose import zero_insert as zero_insert
 from convgrad.ops.dense import dense as dense
+from convgrad.ops.dropout import dropout as dropout
 from convgrad.ops.losses import mse as mse
 from convgrad.ops.losses import softmax_cross_entropy as softmax_cross_entropy
 from convgrad.ops.pooling import avg_pool as avg_pool
@@ -23,6 +24,7 @@ __all__ = [
     "conv",
     "conv_transpose",
     "dense",
+    "dropout",
     "flip_and_swap",
     "log_softmax",
     "max_pool",

@@ -24,6 +24,8 @@ from convgrad.loops.convolutions import conv_transpose_vjp as conv_transpose_vjp
 from convgrad.loops.convolutions import conv_vjp as conv_vjp
 from convgrad.loops.dense import dense as dense
 from convgrad.loops.dense import dense_vjp as dense_vjp
+from convgrad.loops.dropout import dropout as dropout
+from convgrad.loops.dropout import dropout_vjp as dropout_vjp
 from convgrad.loops.layouts import from_channel_first as from_channel_first
 from convgrad.loops.layouts import to_channel_first as to_channel_first
 from convgrad.loops.losses import mse as mse
