@@ -16,6 +16,7 @@ from convgrad.ops.losses import softmax_cross_entropy as softmax_cross_entropy
 from convgrad.ops.pooling import avg_pool as avg_pool
 from convgrad.ops.pooling import max_pool as max_pool
 from convgrad.ops.pooling import max_unpool as max_unpool
+from convgrad.ops.upsample import upsample as upsample
 
 __version__ = "0.1.0"
 
@@ -35,5 +36,6 @@ __all__ = [
     "softmax",
     "softmax_cross_entropy",
     "tanh",
+    "upsample",
     "zero_insert",
 ]

@@ -21,3 +21,4 @@ from convgrad.autodiff.losses import softmax_cross_entropy as softmax_cross_entr
 from convgrad.autodiff.pooling import avg_pool as avg_pool
 from convgrad.autodiff.pooling import max_pool as max_pool
 from convgrad.autodiff.pooling import max_unpool as max_unpool
+from convgrad.autodiff.upsample import upsample as upsample

@@ -38,3 +38,5 @@ from convgrad.loops.pooling import max_pool as max_pool
 from convgrad.loops.pooling import max_pool_vjp as max_pool_vjp
 from convgrad.loops.pooling import max_unpool as max_unpool
 from convgrad.loops.pooling import max_unpool_vjp as max_unpool_vjp
+from convgrad.loops.upsample import upsample as upsample
+from convgrad.loops.upsample import upsample_vjp as upsample_vjp
