@@ -70,9 +70,9 @@ def dropout(x: ArrayLike, rate: float, key: jax.Array | None, *, training: bool 
       >>> x = jnp.arange(1.0, 7.0)
       >>> key = jax.random.key(0)
       >>> convgrad.dropout(x, 0.5, key)
-      Array([ 2.,  0.,  6.,  0., 10., 12.], dtype=float32)
+      Array([ 0.,  0.,  6.,  8.,  0., 12.], dtype=float32)
       >>> jax.grad(lambda x: convgrad.dropout(x, 0.5, key).sum())(x)
-      Array([2., 0., 2., 0., 2., 2.], dtype=float32)
+      Array([0., 0., 2., 2., 0., 2.], dtype=float32)
       >>> convgrad.dropout(x, 0.5, key, training=False)
       Array([1., 2., 3., 4., 5., 6.], dtype=float32)
 
