@@ -2,14 +2,19 @@
 
 Read top to bottom: the public ``upsample``, the ``custom_vjp`` function, ``_fwd``
 (it saves nothing), ``_bwd`` (the transpose, as code), ``defvjp``; then the
-per-axis contraction, the interpolation matrices and PyTorch's source-index rules
-they are built from (one rule per function), and the argument checks.
+per-axis gathers, the interpolation matrices read by rows and by columns, PyTorch's
+source-index rules they are built from (one rule per function), and the argument
+checks.
 
 Interpolation is separable and linear in ``x``: along each spatial axis ``d`` an
 output sample is a fixed combination of at most two input samples, so the whole
 op is a static ``(out_d, in_d)`` matrix ``A_d`` per axis (one nonzero a row for
 the nearest modes, at most two for the linear ones), applied to that axis. The
-forward contracts each spatial axis with its ``A_d``, the backward with ``A_d^T``.
+forward multiplies each spatial axis by its ``A_d``, the backward by ``A_d^T``. Both
+products are gathers of the few nonzeros: output ``o`` reads the nonzeros of row
+``o`` of ``A_d`` (its sources), and in the backward input ``h`` reads the nonzeros of
+column ``h`` (the outputs that read it). That is the scatter-add of each cotangent
+to its sources, computed without a scatter and without the dense matrices' zeros.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import math
 import numbers
 from collections.abc import Sequence
 from functools import partial
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
@@ -55,10 +62,10 @@ class UpsampleGeometry:
         first = 1 if self.channels_last else 2
         return tuple(range(first, first + len(self.in_spatial)))
 
-    def matrices(self) -> tuple[np.ndarray | None, ...]:
-        """``A_d`` per spatial axis (:func:`interpolation_matrix`), ``None`` where it is the identity."""
+    def taps(self) -> tuple[AxisTaps | None, ...]:
+        """The sources and readers of each spatial axis (:func:`axis_taps`), ``None`` where ``A_d`` is the identity."""
         return tuple(
-            interpolation_matrix(self.mode, i, o, s, self.align_corners)
+            axis_taps(self.mode, i, o, s, self.align_corners)
             for i, o, s in zip(self.in_spatial, self.out_spatial, self.scales)
         )
 
@@ -117,9 +124,11 @@ def upsample(
     products of ``1 - l1``/``l1`` per axis, and adds to whatever other outputs
     sent there. For the nearest modes each input sample receives the sum of the
     cotangents of every output that copied it (for a 2x upsample, its 2x2 block;
-    when downsampling, the samples no output reads get 0). The backward contracts
-    each spatial axis with ``A_d^T``, in float32 at least, as the forward does
-    with ``A_d``.
+    when downsampling, the samples no output reads get 0). The backward computes
+    these sums the other way round, one spatial axis at a time: input sample
+    ``h`` gathers ``A_d[o, h] g[.., o, ..]`` from the outputs ``o`` that read it
+    (the nonzeros of column ``h`` of ``A_d``), in float32 at least, as the forward
+    gathers the nonzeros of each row. No scatter, nothing saved.
 
     Differences from PyTorch, on purpose: PyTorch's CPU kernels for
     ``"nearest"`` disagree with each other when a ``scale_factor`` other than 1
@@ -193,12 +202,12 @@ def _upsample(geometry: UpsampleGeometry, x: jax.Array) -> jax.Array:
 
 
 def _upsample_fwd(geometry, x):
-    """Save nothing: the map is linear in ``x`` and its transpose is the static matrices ``A_d^T``."""
+    """Save nothing: the map is linear in ``x``, and its transpose needs only the static matrices ``A_d``."""
     return upsample_forward(x, geometry), None
 
 
 def _upsample_bwd(geometry, _, g):
-    """``dx``: ``g`` contracted with ``A_d^T`` along each spatial axis (the formula of the docstring)."""
+    """``dx = g x_d A_d^T``, each axis read from the columns of its ``A_d`` (the formula of the docstring)."""
     return (upsample_input_grad(g, geometry),)
 
 
@@ -206,29 +215,45 @@ _upsample.defvjp(_upsample_fwd, _upsample_bwd)
 
 
 def upsample_forward(x: jax.Array, geometry: UpsampleGeometry) -> jax.Array:
-    """``y = x x_d A_d`` for every spatial axis ``d`` (identity axes skipped), summed in at least float32."""
+    """``y = x x_d A_d`` for every spatial axis ``d``: each output gathers its sources (row ``o`` of ``A_d``)."""
     y = x.astype(accumulator_dtype(x.dtype))
-    for axis, matrix in zip(geometry.spatial_axes, geometry.matrices()):
-        if matrix is not None:
-            y = contract_axis(y, matrix, axis)
+    for axis, taps in zip(geometry.spatial_axes, geometry.taps()):
+        if taps is not None:
+            y = gather_taps(y, taps.sources, axis)
     return y.astype(x.dtype)
 
 
 def upsample_input_grad(g: jax.Array, geometry: UpsampleGeometry) -> jax.Array:
-    """``dx = g x_d A_d^T`` for every spatial axis ``d``: each cotangent back to its sources, weighted."""
+    """``dx = g x_d A_d^T`` for every spatial axis ``d``: each input gathers from its readers (column ``h`` of ``A_d``).
+
+    The same sums as sending each cotangent back to its sources (a scatter-add),
+    computed as a gather: input ``h`` collects ``A_d[o, h] g[.., o, ..]`` from the
+    few outputs ``o`` that read it, the nonzeros of column ``h``.
+    """
     dx = g.astype(accumulator_dtype(g.dtype))
-    for axis, matrix in zip(geometry.spatial_axes, geometry.matrices()):
-        if matrix is not None:
-            dx = contract_axis(dx, matrix.T, axis)
+    for axis, taps in zip(geometry.spatial_axes, geometry.taps()):
+        if taps is not None:
+            dx = gather_taps(dx, taps.readers, axis)
     return dx.astype(g.dtype)
 
 
-def contract_axis(a: jax.Array, matrix: np.ndarray, axis: int) -> jax.Array:
-    """``b[.., o, ..] = sum_i matrix[o, i] a[.., i, ..]`` along ``axis``: a ``dot_general``, the axis moved back."""
-    m = np.asarray(matrix, a.dtype)
-    b = lax.dot_general(m, a, (((1,), (axis,)), ((), ())), preferred_element_type=a.dtype)
-    order = (*range(1, axis + 1), 0, *range(axis + 1, a.ndim))  # b is (out, *other axes): move out back to ``axis``
-    return lax.transpose(b, order)
+def gather_taps(a: jax.Array, taps: Taps, axis: int) -> jax.Array:
+    """``b[.., r, ..] = sum_f weight[r, f] a[.., index[r, f], ..]`` along ``axis``: one gather per slot ``f``, summed.
+
+    Slots that a row does not use point at a zero sample appended to ``a`` (so a
+    non-finite value elsewhere never meets a zero weight).
+    """
+    rows, width = taps.index.shape
+    if taps.padded:
+        a = lax.pad(a, jnp.zeros((), a.dtype), [(0, int(d == axis), 0) for d in range(a.ndim)])
+    shape = (rows, *(1,) * (a.ndim - axis - 1))
+    total = None
+    for f in range(width):
+        b = jnp.take(a, taps.index[:, f], axis=axis, mode="clip")
+        if not taps.unit_weights:
+            b = b * taps.weight[:, f].reshape(shape).astype(a.dtype)
+        total = b if total is None else total + b
+    return total
 
 
 # ---------------------------------------------------------------------------- the matrices and PyTorch's index rules
@@ -256,6 +281,50 @@ def interpolation_matrix(
         return None
     matrix.flags.writeable = False
     return matrix
+
+
+class Taps(NamedTuple):
+    """The nonzeros of each row of a matrix, ``(rows, F)`` with ``F`` the most in any row; static NumPy arrays.
+
+    ``index[r, f]`` is a column and ``weight[r, f]`` its entry; a row with fewer
+    than ``F`` nonzeros points its spare slots at column ``cols`` (a zero sample
+    that :func:`gather_taps` appends) with weight 0, and then ``padded`` is true.
+    """
+
+    index: np.ndarray
+    weight: np.ndarray
+    padded: bool
+    unit_weights: bool
+
+
+class AxisTaps(NamedTuple):
+    """One axis's ``A``, read by rows (``sources``: the forward) and by columns (``readers``: the backward)."""
+
+    sources: Taps
+    readers: Taps
+
+
+@functools.lru_cache(maxsize=256)
+def axis_taps(mode: str, in_size: int, out_size: int, scale: float | None, align_corners: bool) -> AxisTaps | None:
+    """:func:`row_taps` of ``A`` and of ``A^T`` for one axis; ``None`` where ``A`` is the identity."""
+    matrix = interpolation_matrix(mode, in_size, out_size, scale, align_corners)
+    if matrix is None:
+        return None
+    return AxisTaps(row_taps(matrix), row_taps(matrix.T))
+
+
+def row_taps(matrix: np.ndarray) -> Taps:
+    """:class:`Taps` of ``matrix``: each row's nonzero columns and entries, in column order."""
+    rows, cols = matrix.shape
+    nonzero = matrix != 0
+    width = max(int(nonzero.sum(axis=1).max(initial=0)), 1)
+    index = np.full((rows, width), cols, np.int32)
+    weight = np.zeros((rows, width))
+    for r in range(rows):
+        (columns,) = np.nonzero(nonzero[r])
+        index[r, : len(columns)], weight[r, : len(columns)] = columns, matrix[r, columns]
+    padded = bool((index == cols).any())
+    return Taps(index, weight, padded, bool(np.all(weight[index < cols] == 1.0)))
 
 
 def source_ratio(in_size: int, out_size: int, scale: float | None, align_corners: bool) -> float:
