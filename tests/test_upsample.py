@@ -95,6 +95,17 @@ def test_nearest_out_twice_in_uses_o_over_2_whatever_the_scale():
     np.testing.assert_array_equal(y[0, 0], [1, 1, 2, 2, 3, 3, 4, 4])
 
 
+def test_a_zero_weight_never_reads_its_sample():
+    """3 -> 5 aligned: outputs 0 and 4 sit on samples 0 and 2, so the inf of sample 1 reaches only outputs 1-3.
+
+    Backward likewise: the inf cotangent of output 1 (t = 1/2) reaches samples 0 and 1 only.
+    """
+    options = {"size": 5, "mode": "linear", "align_corners": True}
+    y, dx = vjp_of(np.array([[[1.0, np.inf, 3.0]]]), np.array([[[1.0, np.inf, 1.0, 1.0, 1.0]]]), **options)
+    np.testing.assert_array_equal(y[0, 0], [1.0, np.inf, np.inf, np.inf, 3.0])
+    np.testing.assert_array_equal(dx[0, 0], [np.inf, np.inf, 1.5])
+
+
 # ---------------------------------------------------------------------------- properties
 
 CONFIGURATIONS = [

@@ -137,6 +137,9 @@ def upsample(
     3-D forwards do not, so there the 1-D and 3-D gradients are not the
     transpose of their forwards. convgrad takes the shortcuts everywhere: its
     values equal PyTorch's 2-D forward and its gradients every PyTorch backward.
+    A zero weight never reads its sample: where an output lies exactly on an
+    input sample next to an infinite one, PyTorch's linear modes return NaN
+    (``0 * inf``) and convgrad returns the sample.
     ``recompute_scale_factor=True`` is not an argument: it is ``size=floor(in s)``.
     Modes ``"bicubic"`` and ``"area"`` and antialiasing are not implemented.
 
