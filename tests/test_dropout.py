@@ -13,6 +13,8 @@ import pytest
 import convgrad
 from convgrad import autodiff, loops, testing
 from convgrad.ops import dropout as dropout_module
+from convgrad.registry import OPS
+from convgrad.verify import verify_case
 
 
 def test_docstring_examples():
@@ -163,3 +165,11 @@ def test_bad_input_raises_a_clear_error(args, kwargs, error, message):
 def test_a_traced_rate_is_refused():
     with pytest.raises(TypeError, match=r"^dropout: rate must be a Python float in \[0, 1\) \(static, not traced\)"):
         jax.jit(lambda rate: convgrad.dropout(jnp.ones(3), rate, KEY))(0.5)
+
+
+def test_checks_catch_a_backward_without_the_scale(mutate):
+    """The classic bug: dx = keep g, the 1 / (1 - rate) of the forward forgotten."""
+    mutate(dropout_module, "dropout_input_grad", lambda g, keep, rate: jnp.where(keep, g, 0.0))
+    spec = OPS["dropout"]
+    result = verify_case(spec, spec.cases[0], "float64", transforms=False)
+    assert not result.passed and "argument 0 (x)" in result.failure

@@ -14,6 +14,8 @@ import convgrad
 from convgrad import testing
 from convgrad.ops import upsample as upsample_module
 from convgrad.ops.upsample import interpolation_matrix
+from convgrad.registry import OPS
+from convgrad.verify import verify_case
 
 
 def test_docstring_examples():
@@ -335,3 +337,19 @@ X1, X2, X3 = np.ones((1, 1, 4)), np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2, 2))
 def test_bad_input_raises_a_clear_error(x, kwargs, error, message):
     with pytest.raises(error, match=r"^upsample: " + message):
         convgrad.upsample(x, **kwargs)
+
+
+def test_checks_catch_a_backward_that_forgets_the_weights(mutate):
+    """A plausible bug: each cotangent sent back to its sources unweighted (the right taps, weights 1)."""
+
+    def unweighted(g, geometry):
+        for axis, taps in zip(geometry.spatial_axes, geometry.taps()):
+            if taps is not None:
+                g = upsample_module.gather_taps(g, taps.readers._replace(unit_weights=True), axis)
+        return g
+
+    mutate(upsample_module, "upsample_input_grad", unweighted)
+    spec = OPS["upsample"]
+    case = next(c for c in spec.cases if c.options.get("mode") == "bilinear")
+    result = verify_case(spec, case, "float64", transforms=False)
+    assert not result.passed and "argument 0 (x)" in result.failure

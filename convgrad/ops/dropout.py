@@ -106,7 +106,7 @@ def _dropout_fwd(rate, x, keep):
 
 def _dropout_bwd(rate, keep, g):
     """``dx = keep g / (1 - rate)``: the forward's own mask and scale; the mask has no cotangent."""
-    return apply_mask(g, keep, rate), None
+    return dropout_input_grad(g, keep, rate), None
 
 
 _dropout.defvjp(_dropout_fwd, _dropout_bwd)
@@ -115,6 +115,11 @@ _dropout.defvjp(_dropout_fwd, _dropout_bwd)
 def apply_mask(a: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
     """``keep[i] a[i] / (1 - rate)``, in ``a``'s dtype: the forward on ``x`` and the backward on ``g``."""
     return jnp.where(keep, a * (1.0 / (1.0 - rate)), jnp.zeros((), a.dtype)).astype(a.dtype)
+
+
+def dropout_input_grad(g: jax.Array, keep: jax.Array, rate: float) -> jax.Array:
+    """``dx[i] = keep[i] g[i] / (1 - rate)``: the cotangent through the forward's mask, with the forward's scale."""
+    return apply_mask(g, keep, rate)
 
 
 def dropout_mask(key: jax.Array, rate: float, shape: tuple[int, ...]) -> jax.Array:
