@@ -397,7 +397,7 @@ def upsample_arguments(op, x, size, scale_factor, mode, align_corners, channel_a
     """The checked input and the :class:`UpsampleGeometry` of ``upsample``."""
     x = arguments.as_float_array(op, "x", x)
     arguments.ndim_between(op, "x", x, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
-    channels_last = channels_last_axis(op, channel_axis, x.ndim)
+    channels_last = arguments.channels_last_axis(op, channel_axis, x.ndim)
     n = x.ndim - 2
     in_spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
     if min(in_spatial) < 1:
@@ -454,12 +454,3 @@ def scale_factors(op: str, scale_factor: object, n: int) -> tuple[float, ...]:
         if not (math.isfinite(v) and v > 0):
             raise ValueError(message + f"scale_factor={scale_factor!r}")
     return tuple(float(v) for v in values)
-
-
-def channels_last_axis(op: str, channel_axis: object, ndim: int) -> bool:
-    """``channel_axis`` is 1 (channel-first) or -1 / ``ndim - 1`` (channels-last); True for channels-last."""
-    if isinstance(channel_axis, bool) or not isinstance(channel_axis, int) or channel_axis not in (1, -1, ndim - 1):
-        raise ValueError(
-            f"{op}: channel_axis must be 1 (N, C, *spatial) or -1 (N, *spatial, C), got channel_axis={channel_axis!r}"
-        )
-    return channel_axis != 1
