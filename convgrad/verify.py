@@ -81,8 +81,7 @@ def verify_case(
 
 def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     rng = np.random.default_rng(seed)
-    options = case.options
-    args = tuple(None if a is None else jnp.asarray(a) for a in spec.arguments(rng, case, dtype))
+    args = tuple(None if a is None else jnp.asarray(a) for a in spec.inputs(rng, case, dtype))
     argnums = tuple(i for i in spec.argnums if args[i] is not None)
     linear = tuple(i for i in spec.linear_argnums if i in argnums)
     fn, reference = _functions(spec, case)
@@ -91,9 +90,7 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     y = jax.eval_shape(fn, *args)
     ct = jnp.asarray(rng.standard_normal(y.shape), y.dtype)
     # the transforms: vmap over this problem and a second one drawn like it; the VJP's own VJP (order 2)
-    second = (
-        tuple(None if a is None else jnp.asarray(a) for a in spec.arguments(rng, case, dtype)) if transforms else ()
-    )
+    second = tuple(None if a is None else jnp.asarray(a) for a in spec.inputs(rng, case, dtype)) if transforms else ()
     check = testing.check_vjp(
         fn,
         args,
@@ -117,8 +114,8 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     in_float64 = [
         None if a is None else np.asarray(a, np.float64) if testing.is_float(a) else np.asarray(a) for a in args
     ]
-    loop_y = spec.loop_forward(*in_float64, **options)
-    loop_grads = spec.loop_vjp(*in_float64, np.asarray(ct, np.float64), **options)
+    loop_y = spec.loop_forward(*in_float64, **spec.reference_options(case))
+    loop_grads = spec.loop_vjp(*in_float64, np.asarray(ct, np.float64), **spec.reference_options(case))
     errors = [testing.assert_close(y, _first(loop_y), what="forward value vs loop reference")]
     for position, i in enumerate(argnums):
         errors.append(testing.assert_close(grads[position], loop_grads[i], what=f"argument {i}: VJP vs loop reference"))
@@ -194,7 +191,7 @@ def _sharded_check(fn, args, argnums, ct, y, grads, mesh) -> tuple[float, int]:
 @functools.lru_cache(maxsize=1024)
 def _functions(spec: OpSpec, case: Case):
     """``(fn, reference)`` of one case, returning only the differentiable output; cached so compilations are shared."""
-    options = case.options
+    options, reference_options = case.options, spec.reference_options(case)
 
     @functools.wraps(spec.fn)  # keeps the op's argument names for failure messages
     def fn(*args):
@@ -202,7 +199,7 @@ def _functions(spec: OpSpec, case: Case):
 
     @functools.wraps(spec.fn)
     def reference(*args):
-        return _float_output(spec.reference(*args, **options))
+        return _float_output(spec.autodiff(*args, **reference_options))
 
     return fn, reference
 

@@ -198,7 +198,8 @@ def formulations(n=128, size=14, c=32, o=64):
 
 def im2col_crossover():
     """convgrad's two formulations of the forward and the weight gradient, by input channels (3x3, SAME, NHWC)."""
-    from convgrad.ops import conv as ops
+    from convgrad.ops import conv_im2col, conv_textbook
+    from convgrad.ops.geometry import ConvGeometry
 
     print(
         "| input channels, size, batch | textbook forward | im2col forward | textbook weight gradient "
@@ -217,17 +218,17 @@ def im2col_crossover():
         x, g = normal(0, (n, size, size, c)), normal(1, (n, size, size, o))
         w, b = normal(2, (3, 3, c, o)), normal(3, (o,))
         dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
-        geometry = ops.ConvGeometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1, dn)
+        geometry = ConvGeometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1, dn)
         forward_args, weight_args = (x, w, b), (x, g)
         variants = {
-            "textbook forward": (jax.jit(partial(ops.conv_forward, geometry=geometry)), forward_args),
-            "im2col forward": (jax.jit(partial(ops.conv_forward_im2col, geometry=geometry)), forward_args),
+            "textbook forward": (jax.jit(partial(conv_textbook.conv_forward, geometry=geometry)), forward_args),
+            "im2col forward": (jax.jit(partial(conv_im2col.conv_forward_im2col, geometry=geometry)), forward_args),
             "textbook weight gradient": (
-                jax.jit(partial(ops.conv_weight_grad, geometry=geometry, kernel_spatial=(3, 3))),
+                jax.jit(partial(conv_textbook.conv_weight_grad, geometry=geometry, kernel_spatial=(3, 3))),
                 weight_args,
             ),
             "im2col weight gradient": (
-                jax.jit(partial(ops.conv_weight_grad_im2col, geometry=geometry, kernel_spatial=(3, 3))),
+                jax.jit(partial(conv_im2col.conv_weight_grad_im2col, geometry=geometry, kernel_spatial=(3, 3))),
                 weight_args,
             ),
         }
@@ -243,13 +244,14 @@ def im2col_crossover():
 
 def winograd_crossover():
     """Winograd F(2x2, 3x3) against the textbook (XLA) convolutions, per product, by layer (3x3, SAME, NHWC)."""
-    from convgrad.ops import conv as ops
-    from convgrad.ops import winograd
+    from convgrad.ops import conv_textbook
+    from convgrad.ops import conv_winograd as winograd
+    from convgrad.ops.geometry import ConvGeometry
 
     products = {
-        "forward": (ops.conv_forward, winograd.conv_forward_winograd, "forward"),
-        "input gradient": (ops.conv_input_grad, winograd.conv_input_grad_winograd, "input"),
-        "weight gradient": (ops.conv_weight_grad, winograd.conv_weight_grad_winograd, "weight"),
+        "forward": (conv_textbook.conv_forward, winograd.conv_forward_winograd, "forward"),
+        "input gradient": (conv_textbook.conv_input_grad, winograd.conv_input_grad_winograd, "input"),
+        "weight gradient": (conv_textbook.conv_weight_grad, winograd.conv_weight_grad_winograd, "weight"),
     }
     print("| layer | " + " | ".join(f"{p}: textbook, winograd" for p in products) + " |\n| --- | ---: | ---: | ---: |")
     for n, size, c, o in [
@@ -265,7 +267,7 @@ def winograd_crossover():
         x, g = normal(0, (n, size, size, c)), normal(1, (n, size, size, o))
         w, b = normal(2, (3, 3, c, o), 1 / np.sqrt(9 * c)), normal(3, (o,))
         dn = lax.conv_dimension_numbers(x.shape, w.shape, NHWC)
-        geometry = ops.ConvGeometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1, dn)
+        geometry = ConvGeometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1, dn)
         arguments = {"forward": (x, w, b), "input": (g, w), "weight": (x, g)}
         statics = {"forward": {}, "input": {"in_spatial": (size, size)}, "weight": {"kernel_spatial": (3, 3)}}
         variants = {}

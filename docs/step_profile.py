@@ -28,7 +28,7 @@ import numpy as np
 
 from convgrad.bench import _normal
 from convgrad.models import KITS, MODELS, loss_fn
-from convgrad.ops import conv as conv_ops
+from convgrad.ops import conv_formulations
 
 STEPS = 20
 
@@ -40,12 +40,13 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     if args.textbook:
-        conv_ops.FORMULATIONS["auto"] = conv_ops.FORMULATIONS["textbook"]
+        conv_formulations.FORMULATIONS["auto"] = conv_formulations.FORMULATIONS["textbook"]
     model = MODELS["cnn"]
     params = model.init(jax.random.key(0))
     images = _normal(0, (128, 28, 28))
     labels = jnp.asarray(np.random.default_rng(1).integers(0, 10, 128), jnp.int32)
-    step = jax.jit(jax.value_and_grad(loss_fn(model, KITS["autodiff" if args.autodiff else "custom"])))
+    loss, model_state = loss_fn(model, KITS["autodiff" if args.autodiff else "custom"]), model.init_state()
+    step = jax.jit(jax.value_and_grad(lambda params, images, labels: loss(params, model_state, images, labels)[0]))
     compiled = step.lower(params, images, labels).compile()
     origin = dict(re.findall(r"%(\S+) = [^\n]*?metadata=\{op_name=\"([^\"]+)\"", compiled.as_text()))
     for _ in range(5):

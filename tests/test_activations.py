@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import convgrad
-from convgrad import autodiff, reference, testing
+from convgrad import autodiff, loops, testing
 from convgrad.ops import activations
 from convgrad.registry import OPS
 from convgrad.verify import verify_case
@@ -35,7 +35,7 @@ def test_relu_rules_by_hand(rule):
     np.testing.assert_array_equal(y, [2.0, 0.0, 3.0, 0.0, 0.0])
     (dx,) = vjp(G)
     np.testing.assert_array_equal(dx, RELU_BY_HAND[rule])
-    np.testing.assert_array_equal(reference.relu_vjp(X, G, rule)[0], RELU_BY_HAND[rule])
+    np.testing.assert_array_equal(loops.relu_vjp(X, G, rule)[0], RELU_BY_HAND[rule])
 
 
 def test_relu_gradient_rule_is_jax_nn_relu_derivative_including_zero():
@@ -50,7 +50,7 @@ def test_relu_visualization_rules_match_their_definitions_under_jit_and_vmap(rul
     rng = np.random.default_rng(0)
     x, g = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
     vjp = jax.jit(jax.vmap(lambda x, g: jax.vjp(lambda x: convgrad.relu(x, rule), x)[1](g)[0]))
-    np.testing.assert_array_equal(vjp(x, g), reference.relu_vjp(x, g, rule)[0])
+    np.testing.assert_array_equal(vjp(x, g), loops.relu_vjp(x, g, rule)[0])
 
 
 def test_deconvnet_ignores_the_forward_input():
@@ -145,8 +145,8 @@ def test_vjp_at_logits_near_1e4_is_as_accurate_as_near_0(name, dtype):
     x = shifted.astype(np.float64) - 1e4  # exact: the logits the shifted ones represent
     g = rng.standard_normal((3, 5)).astype(dtype)
     y, vjp = jax.vjp(getattr(convgrad, name), jnp.asarray(shifted))
-    testing.assert_close(y, getattr(reference, name)(x), what="forward")
-    testing.assert_close(vjp(jnp.asarray(g))[0], getattr(reference, f"{name}_vjp")(x, g)[0], what="VJP")
+    testing.assert_close(y, getattr(loops, name)(x), what="forward")
+    testing.assert_close(vjp(jnp.asarray(g))[0], getattr(loops, f"{name}_vjp")(x, g)[0], what="VJP")
 
 
 def test_negative_axis_is_the_same_axis():
@@ -199,7 +199,6 @@ BAD_INPUTS = [
     ("softmax", (F32,), {"axis": True}, TypeError, "axis must be an int, got axis=True"),
     ("log_softmax", (F32,), {"axis": (0, 1)}, TypeError, r"axis must be an int, got axis=\(0, 1\)"),
     ("softmax", (np.float32(1.0),), {}, ValueError, r"x must be at least 1-d .* got x.shape=\(\)"),
-    ("log_softmax", (np.zeros((2, 0), np.float32),), {}, ValueError, r"empty axis: x.shape\[1\]=0"),
     ("softmax", (F32.astype(np.int64),), {}, TypeError, "x must have a real floating dtype .* x.dtype=int64"),
 ]
 
@@ -214,3 +213,14 @@ def test_bad_input_raises_a_clear_error(op, args, kwargs, error, message):
     if isinstance(args[0], np.ndarray):
         with pytest.raises(error, match=re.escape(f"{op}: ")):
             jax.jit(lambda x: getattr(convgrad, op)(x, **kwargs))(*args)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (0,)])
+@pytest.mark.parametrize("name", ["relu", "sigmoid", "tanh", "softmax", "log_softmax"])
+def test_zero_size_inputs_give_empty_results_and_gradients(name, shape):
+    """An empty batch or an empty normalization axis is valid input (as in jax.nn and PyTorch): empty y and dx."""
+    x = jnp.zeros(shape, jnp.float32)
+    y, vjp = jax.vjp(getattr(convgrad, name), x)
+    (dx,) = vjp(jnp.ones_like(y))
+    assert y.shape == shape and y.dtype == x.dtype
+    assert dx.shape == shape and dx.dtype == x.dtype

@@ -11,7 +11,7 @@ import pytest
 
 import convgrad
 from convgrad import autodiff
-from convgrad.ops.conv import flip_and_swap
+from convgrad.ops.conv_textbook import flip_and_swap
 
 
 def test_seed_example_multichannel_gradients():
@@ -270,7 +270,7 @@ def test_formulations_agree(layout, x_axes, w_axes):
 def test_winograd_agrees_with_textbook(layout, chunk_bytes, monkeypatch):
     """Forward and all three gradients of "winograd" equal "textbook"'s in float64: any layout, odd sizes,
     asymmetric padding (cropping the cotangent in the input gradient), and a batch split into chunks."""
-    from convgrad.ops import winograd
+    from convgrad.ops import conv_winograd as winograd
 
     if chunk_bytes is not None:
         monkeypatch.setattr(winograd, "CHUNK_BYTES", chunk_bytes)

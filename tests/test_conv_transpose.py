@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from jax import lax
 
 import convgrad
-from convgrad import autodiff, reference, testing
-from convgrad.ops import conv as conv_module
+from convgrad import autodiff, loops, testing
+from convgrad.ops import conv_textbook
 from convgrad.ops import conv_transpose as conv_transpose_module
-from convgrad.registry import OPS, conv_transpose_case
+from convgrad.registry import OPS
+from convgrad.registry.convolutions import conv_transpose_case
 from convgrad.testing.strategies import HypothesisDraw
 from convgrad.verify import verify_case
 
@@ -174,7 +175,7 @@ HAND_CASES = [
 def test_hand_computed_1d(options, expected):
     x, w = jnp.array([[[1.0, 2.0]]]), jnp.array([[[1.0, 10.0, 100.0]]])
     np.testing.assert_array_equal(convgrad.conv_transpose(x, w, **options)[0, 0], expected)
-    np.testing.assert_array_equal(reference.conv_transpose(x, w, **options)[0, 0], expected)
+    np.testing.assert_array_equal(loops.conv_transpose(x, w, **options)[0, 0], expected)
 
 
 def test_hand_computed_gradients_with_output_padding_at_least_stride():
@@ -225,12 +226,12 @@ def _bias_mean(g, geometry):
     return jnp.mean(g, axis=(0, *range(2, g.ndim)))
 
 
-# conv_transpose's forward is conv_input_grad, which looks up flip_and_swap in conv.py; its backward looks up
-# conv_bias_grad in conv_transpose.py (patching it there leaves conv's own bias gradient alone)
+# conv_transpose's forward is conv_input_grad and its backward uses conv_bias_grad: both pieces of the textbook
+# formulation, looked up in conv_textbook.py (so each patch reaches conv_transpose as it reaches conv)
 MUTANTS = {
-    "missing kernel flip": (conv_module, "flip_and_swap", _swap_only, "forward value"),
-    "missing channel swap": (conv_module, "flip_and_swap", _flip_only, "forward value"),
-    "bias gradient averaged": (conv_transpose_module, "conv_bias_grad", _bias_mean, r"argument 2 \(b\)"),
+    "missing kernel flip": (conv_textbook, "flip_and_swap", _swap_only, "forward value"),
+    "missing channel swap": (conv_textbook, "flip_and_swap", _flip_only, "forward value"),
+    "bias gradient averaged": (conv_textbook, "conv_bias_grad", _bias_mean, r"argument 2 \(b\)"),
 }
 
 
@@ -240,8 +241,8 @@ def _loop_comparison(case):
     args = [rng.standard_normal(shape) for shape in case.shapes]
     y, vjp = jax.vjp(lambda *a: convgrad.conv_transpose(*a, **case.options), *map(jnp.asarray, args))
     g = rng.standard_normal(y.shape)
-    testing.assert_close(y, reference.conv_transpose(*args, **case.options), what="forward vs loop reference")
-    expected = reference.conv_transpose_vjp(*args, g, **case.options)
+    testing.assert_close(y, loops.conv_transpose(*args, **case.options), what="forward vs loop reference")
+    expected = loops.conv_transpose_vjp(*args, g, **case.options)
     for i, (got, want) in enumerate(zip(vjp(jnp.asarray(g)), expected)):
         testing.assert_close(got, want, what=f"argument {i} vs loop reference")
 

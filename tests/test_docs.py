@@ -32,3 +32,16 @@ def test_code_blocks_run(document):
     with jax.enable_x64(False):
         for block in blocks:
             exec(compile(block, document, "exec"), {})
+
+
+OP_MODULES = sorted(p.stem for p in (ROOT / "convgrad" / "ops").glob("*.py") if p.stem != "__init__")
+
+
+@pytest.mark.parametrize("module", OP_MODULES)
+def test_op_docstring_examples_run(module):
+    """Every ``>>>`` example in the op modules' docstrings runs and prints what it shows."""
+    import importlib
+
+    with jax.enable_x64(False):
+        failures, _ = doctest.testmod(importlib.import_module(f"convgrad.ops.{module}"), optionflags=doctest.ELLIPSIS)
+    assert failures == 0

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import convgrad
-from convgrad import autodiff, reference
+from convgrad import autodiff, loops
 from convgrad.ops import losses
 from convgrad.registry import OPS
 from convgrad.verify import verify_case
@@ -32,7 +32,7 @@ def test_cross_entropy_of_huge_logits_is_exact(dtype):
     labels = jnp.array([0, 1, 2])
     loss, vjp = jax.vjp(lambda z: convgrad.softmax_cross_entropy(z, labels), logits)
     np.testing.assert_array_equal(loss, [0.0, 1e4, 2e4])
-    np.testing.assert_array_equal(loss, reference.softmax_cross_entropy(np.array([HUGE] * 3), np.array([0, 1, 2])))
+    np.testing.assert_array_equal(loss, loops.softmax_cross_entropy(np.array([HUGE] * 3), np.array([0, 1, 2])))
     (dlogits,) = vjp(jnp.ones(3, dtype))
     np.testing.assert_array_equal(dlogits, [[0.0, 0.0, 0.0], [1.0, -1.0, 0.0], [1.0, 0.0, -1.0]])
 

@@ -24,8 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import convgrad
-from convgrad import reference, testing
-from convgrad.ops import pooling
+from convgrad import loops, testing
+from convgrad.ops import pool_windows, pooling
+from convgrad.ops.geometry import PoolGeometry
 from convgrad.registry import OPS
 from convgrad.testing.strategies import HypothesisDraw
 from convgrad.verify import verify_case
@@ -189,7 +190,7 @@ def test_max_unpool_is_the_adjoint_of_the_gather(data):
     """<max_unpool(y, s), x> == <y, gather(x, s)> with gather(x, s)[n, c, i] = x.reshape(N, C, P)[n, c, s[n, c, i]]."""
     case = OPS["max_unpool"].sample(HypothesisDraw(data))
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
-    _, switches = OPS["max_unpool"].arguments(rng, case, np.float64)
+    _, switches = OPS["max_unpool"].inputs(rng, case, np.float64)
     output_size = case.options["output_size"]
     batch, channels = switches.shape[:2]
 
@@ -210,7 +211,7 @@ def test_max_unpool_is_the_adjoint_of_the_gather(data):
 # ---------------------------------------------------------------------------- the two max-pool backward paths
 
 
-def _geometry(shape, window, stride=None, padding=0, channel_axis=1) -> pooling.PoolGeometry:
+def _geometry(shape, window, stride=None, padding=0, channel_axis=1) -> PoolGeometry:
     return pooling.pool_arguments("max_pool", np.zeros(shape), window, stride, padding, channel_axis)[1]
 
 
@@ -331,7 +332,7 @@ def test_switches_under_jit_and_vmap():
     xs = np.random.default_rng(0).standard_normal((3, 2, 2, 5, 5))
     batched = jax.jit(jax.vmap(lambda x: convgrad.max_pool(x, 3, 2, 1)))(xs)[1]
     for i in range(3):
-        np.testing.assert_array_equal(batched[i], reference.max_pool(xs[i], 3, 2, 1)[1])
+        np.testing.assert_array_equal(batched[i], loops.max_pool(xs[i], 3, 2, 1)[1])
 
 
 def test_gradients_under_checkpoint():
@@ -394,24 +395,24 @@ def _phase_grad_by_scatter_set(g, taps, geometry):
 
 def _real_element_count(geometry):
     """Bug: divide by the number of real (non-padded) elements of each window (count_include_pad=False)."""
-    real = pooling.real_taps(geometry)
+    real = pool_windows.real_taps(geometry)
     return len(geometry.tap_offsets) if real is None else sum(r.astype(int) for r in real)
 
 
 def _input_grad_without_divisor(g, geometry):
     """Bug: the backward forgets the 1 / K."""
-    return pooling.spread_to_taps(g, geometry)
+    return pool_windows.spread_to_taps(g, geometry)
 
 
 def _tiled_grad_without_interleave(g, taps, geometry):
     """Bug: the window blocks are laid out one after another ((i, j, a, b)) instead of interleaved ((i, a, j, b))."""
-    axes = pooling.window_axes(geometry)
-    selected = jnp.expand_dims(taps.astype(jnp.int32), axes) == pooling.tap_index(geometry)
+    axes = pool_windows.window_axes(geometry)
+    selected = jnp.expand_dims(taps.astype(jnp.int32), axes) == pool_windows.tap_index(geometry)
     windows = jnp.where(selected, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype))
     first, n = geometry.first_spatial_axis, len(geometry.window)
     positions = [first + 2 * d for d in range(n)]
     order = [*range(first), *positions, *axes, *range(first + 2 * n, windows.ndim)]
-    return pooling._untile(jnp.transpose(windows, order).reshape(windows.shape), geometry)
+    return pool_windows.untile(jnp.transpose(windows, order).reshape(windows.shape), geometry)
 
 
 def _fails(op, index):
@@ -514,9 +515,17 @@ def test_bad_pool_input_raises_a_clear_error(op, args, kwargs, error, message):
 
 
 UNPOOL_BAD_INPUTS = [
-    ((Y, S.astype(np.float32), (6, 6)), TypeError, "switches must have an integer dtype, got switches.dtype=float32"),
-    ((Y, S.astype(bool), (6, 6)), TypeError, "switches must have an integer dtype, got switches.dtype=bool"),
-    ((Y, "s", (6, 6)), TypeError, "switches must be an integer array, got str"),
+    (
+        (Y, S.astype(np.float32), (6, 6)),
+        TypeError,
+        r"switches must have an integer dtype \(flat indices into each plane\), got switches.dtype=float32",
+    ),
+    (
+        (Y, S.astype(bool), (6, 6)),
+        TypeError,
+        r"switches must have an integer dtype \(flat indices into each plane\), got switches.dtype=bool",
+    ),
+    ((Y, "s", (6, 6)), TypeError, "switches must be an array, got str"),
     (
         (Y, S[:, :, :2], (6, 6)),
         ValueError,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import convgrad
-from convgrad import autodiff, reference, testing
-from convgrad.ops import conv as conv_module
+from convgrad import autodiff, loops, testing
+from convgrad.ops import conv_textbook
 from convgrad.testing import adjoint, compare, vjp
 
 # square groups (C/G == O/G) so that a kernel with unswapped channels still has the right shape
@@ -62,7 +62,7 @@ def _numerical_check(args, _):
 def _loop_check(args, argnum):
     y, vjp = jax.vjp(_conv, *args)
     g = np.random.default_rng(1).standard_normal(y.shape)
-    expected = reference.conv_vjp(*args, g, **OPTIONS)
+    expected = loops.conv_vjp(*args, g, **OPTIONS)
     testing.assert_close(vjp(g)[argnum], expected[argnum], what=f"argument {argnum} vs loop reference")
 
 
@@ -93,7 +93,7 @@ CHECKS = {
 @pytest.mark.parametrize("mutant", list(MUTANTS))
 def test_each_check_catches_each_bug(mutate, mutant, check):
     name, replacement, argnum = MUTANTS[mutant]
-    mutate(conv_module, name, replacement)
+    mutate(conv_textbook, name, replacement)
     with pytest.raises(AssertionError):
         CHECKS[check](_problem(), argnum)
 
@@ -105,7 +105,7 @@ def test_checks_pass_the_correct_vjp(check):
 
 
 def test_failure_message_names_argument_check_and_errors(mutate):
-    mutate(conv_module, "conv_bias_grad", _bias_mean)
+    mutate(conv_textbook, "conv_bias_grad", _bias_mean)
     with pytest.raises(
         AssertionError,
         match=r"argument 2 \(b\): VJP vs jax.vjp\(reference\): \d+ / 6 elements mismatched(.|\n)*"

@@ -52,6 +52,27 @@ def relu(x: ArrayLike, rule: str = "gradient") -> jax.Array:
 
     Returns:
       ``y``, shaped and typed like ``x``.
+
+    Raises:
+      TypeError: ``x`` is not an array of a floating dtype.
+      ValueError: ``rule`` is not one of the three rules.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from convgrad import relu
+      >>> x, g = jnp.array([-1.0, 2.0, 3.0]), jnp.array([5.0, -6.0, 7.0])
+      >>> relu(x)
+      Array([0., 2., 3.], dtype=float32)
+      >>> for rule in ("gradient", "deconvnet", "guided"):
+      ...     print(rule, jax.vjp(lambda x: relu(x, rule), x)[1](g)[0])
+      gradient [ 0. -6.  7.]
+      deconvnet [5. 0. 7.]
+      guided [0. 0. 7.]
+
+    References:
+      ``jax.nn.relu``; M. D. Zeiler and R. Fergus, "Visualizing and Understanding
+      Convolutional Networks", ECCV 2014 (deconvnet); J. T. Springenberg et al.,
+      "Striving for Simplicity: The All Convolutional Net", ICLR workshop 2015 (guided).
     """
     x = arguments.as_float_array("relu", "x", x)
     if not isinstance(rule, str) or rule not in RELU_RULES:
@@ -124,6 +145,22 @@ def sigmoid(x: ArrayLike) -> jax.Array:
 
     Returns:
       ``y``, shaped and typed like ``x``, in ``[0, 1]``.
+
+    Raises:
+      TypeError: ``x`` is not an array of a floating dtype.
+
+    Examples:
+      At ``x = 0``, ``y = 1/2`` and the slope is ``y (1 - y) = 1/4``:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from convgrad import sigmoid
+      >>> sigmoid(jnp.array([0.0, -1000.0]))
+      Array([0.5, 0. ], dtype=float32)
+      >>> jax.grad(lambda x: sigmoid(x))(0.0)
+      Array(0.25, dtype=float32, weak_type=True)
+
+    References:
+      ``jax.nn.sigmoid`` / ``torch.sigmoid``.
     """
     return _sigmoid(arguments.as_float_array("sigmoid", "x", x))
 
@@ -167,6 +204,22 @@ def tanh(x: ArrayLike) -> jax.Array:
 
     Returns:
       ``y``, shaped and typed like ``x``, in ``[-1, 1]``.
+
+    Raises:
+      TypeError: ``x`` is not an array of a floating dtype.
+
+    Examples:
+      At ``x = 0``, ``y = 0`` and the slope is ``1 - y^2 = 1``:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from convgrad import tanh
+      >>> tanh(jnp.array([0.0, 100.0]))
+      Array([0., 1.], dtype=float32)
+      >>> jax.grad(lambda x: tanh(x))(0.0)
+      Array(1., dtype=float32, weak_type=True)
+
+    References:
+      ``jnp.tanh`` / ``torch.tanh``.
     """
     return _tanh(arguments.as_float_array("tanh", "x", x))
 
@@ -213,7 +266,26 @@ def softmax(x: ArrayLike, axis: int = -1) -> jax.Array:
 
     Returns:
       ``y``, shaped and typed like ``x``; sums to 1 along ``axis``. Computed
-      in at least float32.
+      in at least float32. An empty ``axis`` gives an empty result.
+
+    Raises:
+      TypeError: ``x`` is not a floating array, or ``axis`` is not an int.
+      ValueError: ``x`` is 0-d, or ``axis`` is out of range.
+
+    Examples:
+      Two equal logits share the probability; a cotangent that is the same
+      for every output moves nothing (the outputs always sum to 1):
+
+      >>> import jax, jax.numpy as jnp
+      >>> from convgrad import softmax
+      >>> x = jnp.array([0.0, 0.0, 1e4])
+      >>> softmax(jnp.array([1.0, 1.0])), softmax(x)
+      (Array([0.5, 0.5], dtype=float32), Array([0., 0., 1.], dtype=float32))
+      >>> jax.vjp(softmax, jnp.array([1.0, 2.0]))[1](jnp.array([3.0, 3.0]))[0]
+      Array([0., 0.], dtype=float32)
+
+    References:
+      ``jax.nn.softmax`` / ``torch.nn.functional.softmax``.
     """
     x, axis = axis_arguments("softmax", x, axis)
     return _softmax(axis, x)
@@ -246,8 +318,8 @@ def shifted_logits(x: jax.Array, axis: int) -> jax.Array:
     derivative, which would cancel exactly, is not taken when JAX
     differentiates these forwards for higher-order gradients.
     """
-    wide = x.astype(accumulator_dtype(x.dtype))
-    return wide - lax.stop_gradient(jnp.max(wide, axis=axis, keepdims=True))
+    x_acc = x.astype(accumulator_dtype(x.dtype))
+    return x_acc - lax.stop_gradient(jnp.max(x_acc, axis=axis, keepdims=True, initial=-jnp.inf))
 
 
 def softmax_forward(x: jax.Array, axis: int) -> jax.Array:
@@ -258,9 +330,9 @@ def softmax_forward(x: jax.Array, axis: int) -> jax.Array:
 
 def softmax_input_grad(y: jax.Array, g: jax.Array, axis: int) -> jax.Array:
     """``dx[j] = y[j] (g[j] - sum_k g[k] y[k])``, in at least float32."""
-    wide = accumulator_dtype(y.dtype)
-    y, g_wide = y.astype(wide), g.astype(wide)
-    return (y * (g_wide - jnp.sum(g_wide * y, axis=axis, keepdims=True))).astype(g.dtype)
+    acc_dtype = accumulator_dtype(y.dtype)
+    y, g_acc = y.astype(acc_dtype), g.astype(acc_dtype)
+    return (y * (g_acc - jnp.sum(g_acc * y, axis=axis, keepdims=True))).astype(g.dtype)
 
 
 # ---------------------------------------------------------------------------- log_softmax
@@ -283,7 +355,25 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> jax.Array:
 
     Returns:
       ``y``, shaped and typed like ``x``; ``exp(y)`` sums to 1 along ``axis``.
-      Computed in at least float32.
+      Computed in at least float32. An empty ``axis`` gives an empty result.
+
+    Raises:
+      TypeError: ``x`` is not a floating array, or ``axis`` is not an int.
+      ValueError: ``x`` is 0-d, or ``axis`` is out of range.
+
+    Examples:
+      Two equal logits each get ``log(1/2)``; the gradient of one output is
+      its one-hot minus the probabilities:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from convgrad import log_softmax
+      >>> log_softmax(jnp.array([3.0, 3.0]))
+      Array([-0.6931472, -0.6931472], dtype=float32)
+      >>> jax.grad(lambda x: log_softmax(x)[0])(jnp.array([3.0, 3.0]))
+      Array([ 0.5, -0.5], dtype=float32)
+
+    References:
+      ``jax.nn.log_softmax`` / ``torch.nn.functional.log_softmax``.
     """
     x, axis = axis_arguments("log_softmax", x, axis)
     return _log_softmax(axis, x)
@@ -316,18 +406,13 @@ def log_softmax_forward(x: jax.Array, axis: int) -> jax.Array:
 
 def log_softmax_input_grad(y: jax.Array, g: jax.Array, axis: int) -> jax.Array:
     """``dx[j] = g[j] - p[j] sum_k g[k]`` with ``p = exp(y)``, in at least float32."""
-    wide = accumulator_dtype(y.dtype)
-    g_wide = g.astype(wide)
-    return (g_wide - jnp.exp(y.astype(wide)) * jnp.sum(g_wide, axis=axis, keepdims=True)).astype(g.dtype)
+    acc_dtype = accumulator_dtype(y.dtype)
+    g_acc = g.astype(acc_dtype)
+    return (g_acc - jnp.exp(y.astype(acc_dtype)) * jnp.sum(g_acc, axis=axis, keepdims=True)).astype(g.dtype)
 
 
 def axis_arguments(op: str, x: ArrayLike, axis: object) -> tuple[jax.Array, int]:
     """Checked logits and their normalization axis in ``[0, x.ndim)``."""
     x = arguments.as_float_array(op, "x", x)
     arguments.ndim_at_least(op, "x", x, 1, "(it needs an axis to normalize over)")
-    axis = arguments.as_axis(op, axis, "x", x)
-    if x.shape[axis] == 0:
-        raise ValueError(
-            f"{op}: cannot normalize over an empty axis: x.shape[{axis}]=0 (x.shape={tuple(x.shape)}, axis={axis})"
-        )
-    return x, axis
+    return x, arguments.as_axis(op, axis, "x", x)

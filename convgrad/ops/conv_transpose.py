@@ -4,10 +4,10 @@ Read top to bottom: the public ``conv_transpose``, its forward (what it saves),
 its backward (the derivation as code), ``defvjp``; then ``zero_insert``, the
 teaching helper that shows the intermediate map explicitly, and the argument
 checks. The transposed convolution is the input gradient of
-:func:`convgrad.conv`, so its forward *is* :func:`convgrad.ops.conv.conv_input_grad`
+:func:`convgrad.conv`, so its forward *is* :func:`convgrad.ops.conv_textbook.conv_input_grad`
 and its backward is made of the forward convolution, ``conv_weight_grad`` and
-``conv_bias_grad`` from :mod:`convgrad.ops.conv`. Every piece is described by
-one :class:`~convgrad.ops.conv.ConvGeometry`: that of the convolution this op is
+``conv_bias_grad`` from :mod:`convgrad.ops.conv_textbook`. Every piece is described by
+one :class:`~convgrad.ops.geometry.ConvGeometry`: that of the convolution this op is
 the transpose of (padding ``(p, p - output_padding)``, see
 :func:`convgrad.ops.geometry.conv_transpose_padding`).
 """
@@ -21,17 +21,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from convgrad.ops import arguments
-from convgrad.ops.conv import (
-    ConvGeometry,
-    conv_bias_grad,
-    conv_forward,
-    conv_input_grad,
-    conv_operands,
-    conv_weight_grad,
-    dimension_numbers_for,
-)
-from convgrad.ops.geometry import conv_transpose_output_size, conv_transpose_padding, dilated_size
+from convgrad.ops import arguments, conv_textbook
+from convgrad.ops.geometry import ConvGeometry, conv_transpose_output_size, conv_transpose_padding, dilated_size
 from convgrad.ops.replicas import like_primal
 
 
@@ -78,7 +69,7 @@ def conv_transpose(
     a plain stride-1 correlation at dilation ``d`` with the kernel flipped in
     space and, since ``w``'s first axis indexes this op's *input* channels, with
     in/out channels swapped per group: :func:`convgrad.flip_and_swap`. The whole
-    map is :func:`convgrad.ops.conv.conv_input_grad`: ``conv_transpose(x, w)``
+    map is :func:`convgrad.ops.conv_textbook.conv_input_grad`: ``conv_transpose(x, w)``
     is the input gradient of ``z -> conv(z, w)`` (same ``s``, ``p``, ``d``,
     ``G``) at cotangent ``x``, i.e. the transpose of conv's matrix, hence the
     name: for ``output_padding < s``, ``<conv(z, w), x> = <z, conv_transpose(x, w)>``.
@@ -176,9 +167,9 @@ def _conv_transpose_bwd(geometry, out_spatial, residuals, g):
     ``dx`` is its forward pass on ``g`` and ``dw`` its weight gradient.
     """
     x, w, b = residuals
-    x_grad = conv_forward(g, w, None, geometry)
-    w_grad = conv_weight_grad(g, x, geometry, w.shape[2:])
-    b_grad = None if b is None else like_primal(conv_bias_grad(g, geometry).astype(b.dtype), b)
+    x_grad = conv_textbook.conv_forward(g, w, None, geometry)
+    w_grad = conv_textbook.conv_weight_grad(g, x, geometry, w.shape[2:])
+    b_grad = None if b is None else like_primal(conv_textbook.conv_bias_grad(g, geometry).astype(b.dtype), b)
     return like_primal(x_grad, x), like_primal(w_grad, w), b_grad
 
 
@@ -189,7 +180,7 @@ def conv_transpose_forward(
     x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry, out_spatial: tuple[int, ...]
 ) -> jax.Array:
     """``y = x *^T w + b``: conv's input gradient at cotangent ``x`` (zero insertion, padding, flipped kernel)."""
-    y = conv_input_grad(x, w, geometry, out_spatial)
+    y = conv_textbook.conv_input_grad(x, w, geometry, out_spatial)
     if b is None:
         return y
     return y + b.reshape(1, -1, *(1,) * len(out_spatial))
@@ -216,7 +207,7 @@ def zero_insert(x: ArrayLike, stride: int | tuple[int, ...]) -> jax.Array:
 def conv_transpose_arguments(x, w, b, stride, padding, output_padding, dilation, groups):
     """Checked arrays, the :class:`ConvGeometry` of the convolution this op transposes, and the output size."""
     op = "conv_transpose"
-    x, w, b = conv_operands(op, x, w, b, "(C_in, C_out/groups, *kernel)")
+    x, w, b = arguments.conv_operands(op, x, w, b, "(C_in, C_out/groups, *kernel)")
     n = w.ndim - 2
     per_dim_stride = arguments.as_tuple(op, "stride", stride, n)
     per_dim_dilation = arguments.as_tuple(op, "dilation", dilation, n)
@@ -254,6 +245,6 @@ def conv_transpose_arguments(x, w, b, stride, padding, output_padding, dilation,
         tuple(conv_transpose_padding(p, extra) for p, extra in zip(per_dim_padding, per_dim_output_padding)),
         per_dim_dilation,
         groups,
-        dimension_numbers_for(op, x.shape, w.shape, None),
+        arguments.dimension_numbers_for(op, x.shape, w.shape, None),
     )
     return x, w, b, geometry, tuple(out_spatial)

@@ -50,6 +50,29 @@ def dense(x: ArrayLike, w: ArrayLike, b: ArrayLike | None = None) -> jax.Array:
     Returns:
       ``y``, ``(..., out)``, in the dtype of ``x``. Products are accumulated in
       at least float32.
+
+    Raises:
+      TypeError: an argument is not a floating array, or their dtypes differ.
+      ValueError: ``x`` is 0-d, ``w`` is not 2-d, ``x.shape[-1] != w.shape[0]``, or
+        ``b`` is not ``(out,)``.
+
+    Examples:
+      Two rows into one output; the bias gradient sums the two rows' cotangents:
+
+      >>> import jax, jax.numpy as jnp
+      >>> from convgrad import dense
+      >>> x, w, b = jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([[1.0], [10.0]]), jnp.array([0.5])
+      >>> dense(x, w, b)
+      Array([[21.5],
+             [43.5]], dtype=float32)
+      >>> dx, dw, db = jax.vjp(dense, x, w, b)[1](jnp.ones((2, 1)))
+      >>> dx, dw.ravel(), db
+      (Array([[ 1., 10.],
+             [ 1., 10.]], dtype=float32), Array([4., 6.], dtype=float32), Array([2.], dtype=float32))
+
+    References:
+      ``torch.nn.functional.linear`` (with ``w`` transposed: convgrad's ``w`` is
+      ``(in, out)``, as in Flax's ``Dense`` kernel).
     """
     x, w, b = dense_arguments("dense", x, w, b)
     return _dense(x, w, b)

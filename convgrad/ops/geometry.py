@@ -1,14 +1,78 @@
-"""Shape arithmetic shared by ``conv``, ``conv_transpose`` and the pooling ops.
+"""The data types of convgrad's geometry, its layout tables, and the shape arithmetic every op shares.
 
-One formula, one name. Per spatial dimension: ``in`` is the input size, ``k`` the
-kernel (window) size, ``s`` the stride, ``d`` the dilation, ``(lo, hi)`` the
-padding and ``out`` the output size. The op modules call these and never
-re-derive them.
+The bottom of the import graph: everything static about a convolution
+(:class:`ConvGeometry`) or a pooling (:class:`PoolGeometry`), the channel-first and
+channels-last layouts, and one formula per name. Per spatial dimension: ``in`` is the
+input size, ``k`` the kernel (window) size, ``s`` the stride, ``d`` the dilation,
+``(lo, hi)`` the padding and ``out`` the output size. The op modules call these and
+never re-derive them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
+
+from jax import lax
+
 Pair = tuple[int, int]
+
+# lax's layout strings for input, kernel and output, by the number of spatial dims.
+CHANNELS_FIRST = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW"), 3: ("NCDHW", "OIDHW", "NCDHW")}
+CHANNELS_LAST = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvGeometry:
+    """Everything static about one convolution: per-spatial-dim stride, padding, dilation; groups; layout.
+
+    ``dn`` holds lax's dimension numbers: for each of input, kernel and output the
+    axis index of batch/out-channel, channel/in-channel, then the spatial axes,
+    in the kernel's spatial order. Per-dim tuples follow that order.
+    ``formulation`` names how :func:`convgrad.conv` computes the three convolutions
+    (:mod:`convgrad.ops.conv_formulations`).
+    """
+
+    stride: tuple[int, ...]
+    padding: tuple[Pair, ...]
+    dilation: tuple[int, ...]
+    groups: int
+    dn: lax.ConvDimensionNumbers
+    formulation: str = "auto"
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolGeometry:
+    """Everything static about one pooling: per-spatial-dim window, stride, ``(lo, hi)`` padding and input size."""
+
+    window: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[Pair, ...]
+    in_spatial: tuple[int, ...]
+    channels_last: bool = False
+
+    @property
+    def out_spatial(self) -> tuple[int, ...]:
+        """``(in + lo + hi - k) // s + 1`` per spatial dim."""
+        return tuple(
+            conv_output_size(i, k, s, p, 1)
+            for i, k, s, p in zip(self.in_spatial, self.window, self.stride, self.padding)
+        )
+
+    @property
+    def tap_offsets(self) -> tuple[tuple[int, ...], ...]:
+        """The ``K = prod(window)`` tap offsets ``t`` of a window, in raster order (the tap index is their position)."""
+        return tuple(itertools.product(*map(range, self.window)))
+
+    @property
+    def non_overlapping(self) -> bool:
+        """``s = k`` and no padding: the windows tile the input; every element lies in at most one window."""
+        return self.stride == self.window and all(p == (0, 0) for p in self.padding)
+
+    @property
+    def first_spatial_axis(self) -> int:
+        """The axis of the first spatial dim: 1 channels-last (``N, *spatial, C``), else 2."""
+        return 1 if self.channels_last else 2
 
 
 def dilated_size(size: int, dilation: int) -> int:

@@ -11,14 +11,14 @@ Two formulations, chosen by the geometry, both hand-derived and both checked
 by the registry:
 
 * windows that tile the input (stride = window, no padding, the usual 2x2/2):
-  each spatial axis is reshaped into ``(out, k)`` (:func:`tile_windows`), so
+  each spatial axis is reshaped into ``(out, k)`` (:func:`~convgrad.ops.pool_windows.tile_windows`), so
   the window is a set of axes; max, first-max tap, average and both backwards
   are reductions and selects over those axes, with no copies, in either layout.
   The max-pool backward saves only the window-local tap of each maximum
   (``uint8``, the compact switch), not the input and not the flat switches;
 * any other geometry (overlap, gaps, padding): the ``K = prod(window)`` taps
   of every window are ``K`` strided slices of the padded input
-  (:func:`window_taps`). The max-pool backward saves the same ``uint8`` tap
+  (:func:`~convgrad.ops.pool_windows.window_taps`). The max-pool backward saves the same ``uint8`` tap
   and computes ``max_unpool``'s scatter-add one stride phase at a time, as
   sums of shifted, masked copies of the cotangent
   (:func:`max_pool_input_grad_phases`), in either layout, with no scatter.
@@ -31,7 +31,6 @@ same way in both.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -44,42 +43,21 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from convgrad.ops import arguments
-from convgrad.ops.chunks import in_batch_order, map_batch_chunks
-from convgrad.ops.geometry import Pair, conv_output_size, dilated_size, tap_grad_padding
-
-
-@dataclasses.dataclass(frozen=True)
-class PoolGeometry:
-    """Everything static about one pooling: per-spatial-dim window, stride, ``(lo, hi)`` padding and input size."""
-
-    window: tuple[int, ...]
-    stride: tuple[int, ...]
-    padding: tuple[Pair, ...]
-    in_spatial: tuple[int, ...]
-    channels_last: bool = False
-
-    @property
-    def out_spatial(self) -> tuple[int, ...]:
-        """``(in + lo + hi - k) // s + 1`` per spatial dim."""
-        return tuple(
-            conv_output_size(i, k, s, p, 1)
-            for i, k, s, p in zip(self.in_spatial, self.window, self.stride, self.padding)
-        )
-
-    @property
-    def tap_offsets(self) -> tuple[tuple[int, ...], ...]:
-        """The ``K = prod(window)`` tap offsets ``t`` of a window, in raster order (the tap index is their position)."""
-        return tuple(itertools.product(*map(range, self.window)))
-
-    @property
-    def non_overlapping(self) -> bool:
-        """``s = k`` and no padding: the windows tile the input; every element lies in at most one window."""
-        return self.stride == self.window and all(p == (0, 0) for p in self.padding)
-
-    @property
-    def first_spatial_axis(self) -> int:
-        return 1 if self.channels_last else 2
-
+from convgrad.ops.batch_chunks import in_batch_order, map_batch_chunks
+from convgrad.ops.geometry import Pair, PoolGeometry, conv_output_size
+from convgrad.ops.pool_windows import (
+    pad_config,
+    real_taps,
+    row_major_strides,
+    spread_to_taps,
+    tap_index,
+    tile_taps,
+    tile_windows,
+    untile,
+    window_axes,
+    window_taps,
+)
+from convgrad.ops.precision import accumulator_dtype
 
 # ---------------------------------------------------------------------------- max_pool
 
@@ -197,65 +175,11 @@ def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, j
     if geometry.non_overlapping:
         taps, real = tile_taps(tile_windows(x, geometry), geometry), None
     else:
-        padding = _pad_config(geometry, [(lo, hi, 0) for lo, hi in geometry.padding])
+        padding = pad_config(geometry, [(lo, hi, 0) for lo, hi in geometry.padding])
         x_pad = lax.pad(x, jnp.array(-jnp.inf, x.dtype), padding)
         taps, real = window_taps(x_pad, geometry), real_taps(geometry)
     y, tap = max_and_first_tap(taps, real)
     return y, tap.astype(_tap_dtype(geometry))
-
-
-def tile_windows(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
-    """``x`` with each spatial axis split into ``(out, k)``: window ``i``'s tap ``t`` is ``[.., i, t, ..]``.
-
-    Only for tiled windows (``s = k``, no padding). The ``in - out k`` trailing
-    samples that no window reaches are cut off first. A reshape: no data moves.
-    """
-    first = geometry.first_spatial_axis
-    n = len(geometry.window)
-    covered = tuple(o * k for o, k in zip(geometry.out_spatial, geometry.window))
-    if covered != geometry.in_spatial:
-        x = lax.slice(x, (0,) * x.ndim, (*x.shape[:first], *covered, *x.shape[first + n :]))
-    split = itertools.chain.from_iterable(zip(geometry.out_spatial, geometry.window))
-    return x.reshape(*x.shape[:first], *split, *x.shape[first + n :])
-
-
-def window_axes(geometry: PoolGeometry) -> tuple[int, ...]:
-    """The axes of :func:`tile_windows`' result that run over the taps of a window (the ``k`` axes)."""
-    return tuple(geometry.first_spatial_axis + 2 * d + 1 for d in range(len(geometry.window)))
-
-
-def tap_index(geometry: PoolGeometry) -> np.ndarray:
-    """Static raster index of every tap, shaped to broadcast against :func:`tile_windows`' result."""
-    index = np.arange(math.prod(geometry.window)).reshape(geometry.window)
-    shape = [1] * (1 + (0 if geometry.channels_last else 1))
-    for k in geometry.window:
-        shape += [1, k]
-    shape += [1] if geometry.channels_last else []
-    return index.reshape(shape)
-
-
-def window_taps(x_pad: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
-    """``K`` strided slices ``x_pad[.., *(i s + t), ..]``, one per tap ``t`` in raster order, each shaped like ``y``."""
-    out, stride = geometry.out_spatial, geometry.stride
-    first = geometry.first_spatial_axis
-    taps = []
-    for t in geometry.tap_offsets:
-        start, limit, step = [0] * x_pad.ndim, list(x_pad.shape), [1] * x_pad.ndim
-        for d, (offset, o, s) in enumerate(zip(t, out, stride)):
-            start[first + d], limit[first + d], step[first + d] = offset, offset + dilated_size(o, s), s
-        taps.append(lax.slice(x_pad, start, limit, step))
-    return taps
-
-
-def tile_taps(windows: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
-    """The ``K`` taps of tiled windows: :func:`tile_windows`' result at each window offset, each shaped like ``y``."""
-    taps = []
-    for t in geometry.tap_offsets:
-        tap = windows
-        for axis, offset in reversed(list(zip(window_axes(geometry), t))):  # from the last axis, so the others stay put
-            tap = lax.index_in_dim(tap, offset, axis, keepdims=False)
-        taps.append(tap)
-    return taps
 
 
 def max_and_first_tap(taps: list[jax.Array], real: list[np.ndarray] | None = None) -> tuple[jax.Array, jax.Array]:
@@ -281,25 +205,6 @@ def max_and_first_tap(taps: list[jax.Array], real: list[np.ndarray] | None = Non
     return y, tap
 
 
-def real_taps(geometry: PoolGeometry) -> list[np.ndarray] | None:
-    """Static per-tap masks, shaped to broadcast against ``y``: tap ``t`` of window ``i`` reads an input element.
-
-    ``0 <= i s + t - lo < in`` along every spatial dim. ``None`` without
-    padding, where every tap is real.
-    """
-    if all(p == (0, 0) for p in geometry.padding):
-        return None
-    grid = np.indices(geometry.out_spatial)
-    masks = []
-    for t in geometry.tap_offsets:
-        real = np.ones(geometry.out_spatial, bool)
-        for d, (i, s, (lo, _), n) in enumerate(zip(grid, geometry.stride, geometry.padding, geometry.in_spatial)):
-            position = i * s + t[d] - lo
-            real &= (position >= 0) & (position < n)
-        masks.append(real[..., None] if geometry.channels_last else real)
-    return masks
-
-
 def tap_switches(tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
     """``switches = sum_d (i_d s_d + t_d - lo_d) row_d``: the flat unpadded index of tap ``tap`` of window ``i``.
 
@@ -307,7 +212,7 @@ def tap_switches(tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
     strides of the input plane, and the window-position part
     ``base[i] = sum_d (i_d s_d - lo_d) row_d`` is a static table.
     """
-    row, tap_row = _row_major_strides(geometry.in_spatial), _row_major_strides(geometry.window)
+    row, tap_row = row_major_strides(geometry.in_spatial), row_major_strides(geometry.window)
     grid = np.indices(geometry.out_spatial)
     base = sum((i * s - lo) * r for i, s, (lo, _), r in zip(grid, geometry.stride, geometry.padding, row))
     if geometry.channels_last:
@@ -332,21 +237,7 @@ def max_pool_input_grad_tiled(g: jax.Array, taps: jax.Array, geometry: PoolGeome
     axes = window_axes(geometry)
     selected = jnp.expand_dims(taps.astype(jnp.int32), axes) == tap_index(geometry)
     windows = jnp.where(selected, jnp.expand_dims(g, axes), jnp.zeros((), g.dtype))
-    return _untile(windows, geometry)
-
-
-def _untile(windows: jax.Array, geometry: PoolGeometry) -> jax.Array:
-    """Inverse of :func:`tile_windows`: merge each ``(out, k)`` pair, then zero-pad the samples no window reached."""
-    first = geometry.first_spatial_axis
-    n = len(geometry.window)
-    covered = tuple(o * k for o, k in zip(geometry.out_spatial, geometry.window))
-    x = windows.reshape(*windows.shape[:first], *covered, *windows.shape[first + 2 * n :])
-    if covered == geometry.in_spatial:
-        return x
-    edges = [(0, 0, 0)] * x.ndim
-    for d, (size, c) in enumerate(zip(geometry.in_spatial, covered)):
-        edges[first + d] = (0, size - c, 0)
-    return lax.pad(x, jnp.zeros((), x.dtype), edges)
+    return untile(windows, geometry)
 
 
 def max_pool_input_grad_phases(g: jax.Array, taps: jax.Array, geometry: PoolGeometry) -> jax.Array:
@@ -569,13 +460,11 @@ _avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 def avg_pool_forward(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
     """``y = (1 / K) sum_t x_pad[.., i s + t]``: the ``K`` tap slices of the zero-padded input, summed, over ``K``."""
-    wide = x.astype(_accumulation_dtype(x.dtype))
+    wide = x.astype(accumulator_dtype(x.dtype))
     if geometry.non_overlapping:
         total = jnp.sum(tile_windows(wide, geometry), axis=window_axes(geometry))
         return (total / window_divisor(geometry)).astype(x.dtype)
-    x_pad = lax.pad(
-        wide, jnp.zeros((), wide.dtype), _pad_config(geometry, [(lo, hi, 0) for lo, hi in geometry.padding])
-    )
+    x_pad = lax.pad(wide, jnp.zeros((), wide.dtype), pad_config(geometry, [(lo, hi, 0) for lo, hi in geometry.padding]))
     total = sum(window_taps(x_pad, geometry))
     return (total / window_divisor(geometry)).astype(x.dtype)
 
@@ -587,69 +476,24 @@ def window_divisor(geometry: PoolGeometry) -> int:
 
 def avg_pool_input_grad(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
     """``dx = (1 / K) sum_t spread(g, t)``: each ``g / K`` back to every tap of its window."""
-    wide = g.astype(_accumulation_dtype(g.dtype)) / window_divisor(geometry)
+    wide = g.astype(accumulator_dtype(g.dtype)) / window_divisor(geometry)
     if geometry.non_overlapping:
         axes = window_axes(geometry)
         shape = list(wide.shape)
         for axis, k in zip(axes, geometry.window):
             shape.insert(axis, k)
-        return _untile(jnp.broadcast_to(jnp.expand_dims(wide, axes), shape), geometry).astype(g.dtype)
+        return untile(jnp.broadcast_to(jnp.expand_dims(wide, axes), shape), geometry).astype(g.dtype)
     return spread_to_taps(wide, geometry).astype(g.dtype)
 
 
-def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
-    """``sum_t`` of ``g`` zero-inserted (``s - 1`` zeros) and shifted to input position ``i s + t - lo``.
-
-    The transpose of :func:`window_taps` followed by padding: each strided
-    slice transposes to a ``lax.pad`` with interior ``s - 1`` and edges
-    :func:`~convgrad.ops.geometry.tap_grad_padding` (negative edges crop the
-    padding away), ``in`` samples long.
-    """
-    zero = jnp.zeros((), g.dtype)
-    total = 0
-    for t in geometry.tap_offsets:
-        edges = [
-            (*tap_grad_padding(n, o, s, p, m), s - 1)
-            for n, o, s, p, m in zip(geometry.in_spatial, t, geometry.stride, geometry.padding, geometry.out_spatial)
-        ]
-        total = total + lax.pad(g, zero, _pad_config(geometry, edges))
-    return total
-
-
-# ---------------------------------------------------------------------------- shared pieces and arguments
-
-
-def _pad_config(geometry: PoolGeometry, spatial: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """A ``lax.pad`` configuration: ``spatial`` ``(lo, hi, interior)`` on the spatial dims, nothing elsewhere."""
-    if geometry.channels_last:
-        return [(0, 0, 0), *spatial, (0, 0, 0)]
-    return [(0, 0, 0), (0, 0, 0), *spatial]
-
-
-def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``prod(shape[d+1:])`` per dim: the flat-index stride of each coordinate."""
-    return tuple(math.prod(shape[d + 1 :]) for d in range(len(shape)))
-
-
-def _accumulation_dtype(dtype) -> jnp.dtype:
-    """float32 for the 16-bit types, else the dtype itself."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def channels_last_axis(op: str, channel_axis: object, ndim: int) -> bool:
-    """``channel_axis`` is 1 (channel-first) or -1 / ``ndim - 1`` (channels-last); True for channels-last."""
-    if isinstance(channel_axis, bool) or not isinstance(channel_axis, int) or channel_axis not in (1, -1, ndim - 1):
-        raise ValueError(
-            f"{op}: channel_axis must be 1 (N, C, *spatial) or -1 (N, *spatial, C), got channel_axis={channel_axis!r}"
-        )
-    return channel_axis != 1
+# ---------------------------------------------------------------------------- arguments
 
 
 def pool_arguments(op, x, window, stride, padding, channel_axis=1) -> tuple[jax.Array, PoolGeometry]:
     """The checked input and the :class:`PoolGeometry` of ``max_pool`` / ``avg_pool``."""
     x = arguments.as_float_array(op, "x", x)
     arguments.ndim_between(op, "x", x, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
-    channels_last = channels_last_axis(op, channel_axis, x.ndim)
+    channels_last = arguments.channels_last_axis(op, channel_axis, x.ndim)
     n = x.ndim - 2
     window_tuple = arguments.as_tuple(op, "window", window, n)
     stride_tuple = window_tuple if stride is None else arguments.as_tuple(op, "stride", stride, n)
@@ -675,8 +519,8 @@ def unpool_arguments(op, y, switches, output_size, channel_axis=1) -> tuple[jax.
     """The checked values, switches, output size and layout of ``max_unpool``."""
     y = arguments.as_float_array(op, "y", y)
     arguments.ndim_between(op, "y", y, 3, 5, "(N, C, *spatial) with 1 to 3 spatial dims")
-    channels_last = channels_last_axis(op, channel_axis, y.ndim)
-    switches = arguments.as_index_array(op, "switches", switches)
+    channels_last = arguments.channels_last_axis(op, channel_axis, y.ndim)
+    switches = arguments.as_int_array(op, "switches", switches, "flat indices into each plane")
     if switches.shape != y.shape:
         raise ValueError(
             f"{op}: switches must have the shape of y, got switches.shape={tuple(switches.shape)} "

@@ -97,10 +97,10 @@ def conv_configs(
     ``dimension_numbers`` lays them out), ``b (O,)`` or ``None``; ``options``:
     ``stride``, ``padding`` (an int, ints, pairs, ``"SAME"`` or ``"VALID"``),
     ``dilation``, ``groups``, and sometimes ``dimension_numbers``. With
-    ``formulations``, also convgrad's ``formulation`` choice (drop it for ops of
-    your own).
+    ``formulations``, also convgrad's ``formulation`` choice (the registry's
+    ``implementation_options``, which ops of your own do not take).
     """
-    return _configs("conv", ndim, max_channels, drop=() if formulations else ("formulation",))
+    return _configs("conv", ndim, max_channels, implementation=formulations)
 
 
 def conv_transpose_configs(ndim: int | None = None, max_channels: int | None = None) -> st.SearchStrategy[Config]:
@@ -137,18 +137,19 @@ def arrays_for(config: Config, dtype: Any) -> st.SearchStrategy[tuple[Any, ...]]
     name = jnp.dtype(dtype).name
 
     def build(seed: int) -> tuple[Any, ...]:
-        values = spec.arguments(np.random.default_rng(seed), config.case, name)
+        values = spec.inputs(np.random.default_rng(seed), config.case, name)
         return tuple(None if v is None else jnp.asarray(v) for v in values)
 
     return st.integers(0, 2**32 - 1).map(build)
 
 
-def _configs(op: str, ndim: int | None, max_channels: int | None, drop: tuple[str, ...] = ()):
+def _configs(op: str, ndim: int | None, max_channels: int | None, implementation: bool = False):
     if ndim is not None and ndim not in (1, 2, 3):
         raise ValueError(f"{op} configs: ndim={ndim!r}; the registry draws 1 to 3 spatial dimensions")
     if max_channels is not None and max_channels < 1:
         raise ValueError(f"{op} configs: max_channels={max_channels!r}; expected a positive int")
     sample = OPS[op].sample
+    drop = () if implementation else OPS[op].implementation_options
 
     @st.composite
     def draw_config(draw):

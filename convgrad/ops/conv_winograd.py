@@ -1,7 +1,7 @@
 """The Winograd formulation of a 3x3, stride-1 convolution and of its two gradients: F(2x2, 3x3).
 
 ``conv(..., formulation="winograd")`` uses these three functions; ``"auto"`` picks them on
-CPU where they were measured faster (see :mod:`convgrad.ops.conv` and
+CPU where they were measured faster (see :mod:`convgrad.ops.conv_formulations` and
 ``docs/performance.md``). They compute the same sums as the textbook convolutions, with
 fewer multiplications: 16 per 2x2 output tile and channel pair in place of 36.
 
@@ -50,19 +50,16 @@ and back, which is free for ``("NHWC", "HWIO", "NHWC")``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convgrad.ops.chunks import in_batch_order, map_batch_chunks
-from convgrad.ops.geometry import Pair, conv_output_size, input_grad_padding
+from convgrad.ops.batch_chunks import in_batch_order, map_batch_chunks
+from convgrad.ops.geometry import ConvGeometry, Pair, conv_output_size, input_grad_padding
 from convgrad.ops.precision import accumulator_dtype
-
-if TYPE_CHECKING:
-    from convgrad.ops.conv import ConvGeometry
 
 B_T = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]])
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])

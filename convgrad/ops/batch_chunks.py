@@ -29,7 +29,8 @@ def map_batch_chunks(f: Callable[[Any], Any], operands: Any, most: int | None = 
     at most ``ceil(N / min_chunks)``. It is the largest divisor of the batch within that
     limit if that is at least half of it; otherwise ``ceil(N / ceil(N / limit))``
     images, with the batch zero-padded to whole chunks (and to ``min_chunks`` chunks).
-    The caller crops the padded examples' results (:func:`in_batch_order`).
+    The caller crops the padded examples' results (:func:`in_batch_order`). An empty
+    batch is one empty chunk, run without a loop.
 
     Chunk ``j`` holds examples ``j, j + k, j + 2k, ...``: the batch is reshaped to
     ``(chunk, k, ...)`` and the loop indexes axis 1, so that a batch sharded over devices
@@ -39,6 +40,8 @@ def map_batch_chunks(f: Callable[[Any], Any], operands: Any, most: int | None = 
     batch order.
     """
     batch = jax.tree.leaves(operands)[0].shape[0]
+    if batch == 0:  # an empty batch is one empty chunk: nothing to loop over
+        return jax.tree.map(lambda r: r[:, None], f(operands))
     limit = max(1, min(batch if most is None else most, -(-batch // min_chunks)))
     chunk = max(d for d in range(1, min(batch, limit) + 1) if batch % d == 0)
     if 2 * chunk < min(batch, limit):
