@@ -328,6 +328,7 @@ def test_jacobian_mode_rejects_a_leaf_beyond_its_limit(monkeypatch):
         (dict(order=3), ValueError, r"check_vjp: order=3"),
         (dict(argnums=2), ValueError, r"check_vjp: argnums=2 names no argument of the 2 given"),
         (dict(argnums=0, static_argnums=0), ValueError, r"argument 0 \(params\) is in both argnums and static_argnums"),
+        (dict(numerical=False), ValueError, r"reference=None and numerical=False compare the VJP with nothing"),
     ],
 )
 def test_bad_checker_arguments_are_named(options, error, message):

@@ -155,7 +155,7 @@ def check_vjp(
         values, the error and the tolerance.
       ValueError, TypeError: for arguments of ``check_vjp`` itself that make no
         sense (an unknown mode, an argument number out of range, nothing to
-        differentiate).
+        differentiate, nothing to compare with).
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -173,6 +173,11 @@ def check_vjp(
         raise ValueError(f"check_vjp: directions={directions!r}; expected a positive int")
     if order not in (1, 2):
         raise ValueError(f"check_vjp: order={order!r}; expected 1 or 2")
+    if reference is None and not numerical and not check_batched:
+        raise ValueError(
+            "check_vjp: reference=None and numerical=False compare the VJP with nothing; "
+            "pass reference=, numerical=True or check_batched=True"
+        )
     args = tuple(args)
     layout = layout_of(fn, args, argnums, static_argnums)
     linear_argnums = {i % len(args) for i in linear_argnums}
@@ -191,8 +196,7 @@ def check_vjp(
     out_shape = jax.eval_shape(problem.fn, differentiated, carried)
     if not any(is_float(leaf) for leaf in jax.tree.leaves(out_shape)):
         raise ValueError("check_vjp: fn has no floating output to differentiate")
-    if cotangent is None:
-        cotangent = _random_cotangent(rng, out_shape)
+    cotangent = _random_cotangent(rng, out_shape) if cotangent is None else _placeholders(cotangent)
     options = _Options(rtol, atol, numerical, mode, directions)
     record, _ = _check(problem, differentiated, carried, cotangent, rng, options, prefix="check_vjp")
 
