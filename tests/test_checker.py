@@ -134,6 +134,18 @@ def test_strings_and_none_are_static():
     check_vjp(activation, (X, "tanh", None), reference=lambda x, name, bias: jnp.tanh(x))
 
 
+def test_static_values_that_compare_equal_are_not_confused():
+    """0.0 == -0.0 and 1 == 1.0 == True, but a function may tell them apart: each call sees its own."""
+
+    def signed(x, s):
+        return x * (jnp.copysign(1.0, s) if isinstance(s, float) else 3.0)
+
+    x = jnp.linspace(0.5, 1.0, 3)
+    for s, factor in ((0.0, 1.0), (-0.0, -1.0), (1, 3.0), (1.0, 1.0)):
+        record = check_vjp(signed, (x, s), cotangent=jnp.ones(3), reference=lambda x, s, factor=factor: factor * x)
+        assert record.max_reference_error == 0.0
+
+
 def test_static_argnums_closes_over_an_array():
     """An argument the function reads with NumPy cannot be traced; static_argnums closes over it."""
     table = np.array([1.0, 2.0, 4.0])

@@ -151,7 +151,7 @@ def layout_of(
         else:
             kinds.append(CARRIED)
     try:
-        key = (treedef, tuple(kinds), static_argnums, tuple((type(v), v) for v in static_values))
+        key = (treedef, tuple(kinds), static_argnums, tuple(_static_key(v) for v in static_values))
         hash(key)
     except TypeError:
         key = None
@@ -179,6 +179,13 @@ def argument_names(fn: Callable[..., Any], count: int) -> list[str]:
     except (TypeError, ValueError):
         params = []
     return [params[i] if i < len(params) else f"arg{i}" for i in range(count)]
+
+
+def _static_key(value: Any) -> Any:
+    """What tells two static values apart: their type and value, a float by its bits (0.0 == -0.0 otherwise)."""
+    if isinstance(value, float):
+        return float, value.hex()
+    return type(value), value
 
 
 def _wrap(args: Sequence[Any], static_argnums: tuple[int, ...]) -> tuple[Any, ...]:
