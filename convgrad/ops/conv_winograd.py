@@ -73,9 +73,13 @@ CHUNK_BYTES = 16 * 2**20
 
 
 def winograd_applies(geometry: ConvGeometry, kernel_spatial: Sequence[int]) -> bool:
-    """Whether F(2x2, 3x3) computes this convolution: 2-D, 3x3 kernel, stride 1, dilation 1, one group."""
+    """Whether F(2x2, 3x3) computes this convolution: 2-D, 3x3 kernel, stride 1, dilation 1, one group.
+
+    And none of lax's extras (:attr:`ConvGeometry.plain`): no input dilation, no batch groups.
+    """
     return (
-        tuple(kernel_spatial) == (3, 3)
+        geometry.plain
+        and tuple(kernel_spatial) == (3, 3)
         and tuple(geometry.stride) == (1, 1)
         and tuple(geometry.dilation) == (1, 1)
         and geometry.groups == 1
