@@ -1,5 +1,6 @@
 """convgrad: hand-derived VJPs for convolutional networks, and the tools to verify them."""
 
+from convgrad import lax as lax
 from convgrad.ops.activations import log_softmax as log_softmax
 from convgrad.ops.activations import relu as relu
 from convgrad.ops.activations import sigmoid as sigmoid
@@ -12,6 +13,7 @@ from convgrad.ops.conv_transpose import zero_insert as zero_insert
 from convgrad.ops.dense import dense as dense
 from convgrad.ops.losses import mse as mse
 from convgrad.ops.losses import softmax_cross_entropy as softmax_cross_entropy
+from convgrad.ops.padding import pad as pad
 from convgrad.ops.pooling import avg_pool as avg_pool
 from convgrad.ops.pooling import max_pool as max_pool
 from convgrad.ops.pooling import max_unpool as max_unpool
@@ -24,10 +26,12 @@ __all__ = [
     "conv_transpose",
     "dense",
     "flip_and_swap",
+    "lax",
     "log_softmax",
     "max_pool",
     "max_unpool",
     "mse",
+    "pad",
     "relu",
     "sigmoid",
     "softmax",

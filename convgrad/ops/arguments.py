@@ -304,3 +304,28 @@ def fits_in_memory(op: str, what: str, shape: Sequence[int], dtype: object, caus
             f"{op}: {cause} makes the {what} {tuple(int(s) for s in shape)} {jnp.dtype(dtype).name}, {size} bytes, "
             f"more than the {limit} bytes of memory this process can use"
         )
+
+
+def batched(x: jax.Array, w_ndim: int, layouts: object) -> tuple[jax.Array, int | None]:
+    """``x`` with a batch axis, and where the output's batch axis is to be dropped again (``None``: ``x`` had one).
+
+    PyTorch's rule: an ``x`` with one axis fewer than the kernel is one example.
+    Its layout is the input layout string without ``N``, so the axis goes back
+    where ``N`` stands; ``layouts`` are the op's three layout strings (when they
+    are not, the default ``N`` first, and the layout check that follows reports them).
+    """
+    if x.ndim != w_ndim - 1:
+        return x, None
+    valid = isinstance(layouts, (tuple, list)) and len(layouts) == 3 and all(isinstance(s, str) for s in layouts)
+    lhs, out = (layouts[0], layouts[2]) if valid else ("N", "N")
+    position = lambda layout: layout.index("N") if "N" in layout else 0
+    return jnp.expand_dims(x, position(lhs)), position(out)
+
+
+def kernel_sizes_positive(op: str, w_shape: Sequence[int], kernel_spatial: Sequence[int]) -> None:
+    """Every kernel spatial size is at least 1 (XLA cannot lower an empty window; PyTorch refuses it too)."""
+    if any(k < 1 for k in kernel_spatial):
+        raise ValueError(
+            f"{op}: every kernel spatial size must be positive, got kernel {tuple(kernel_spatial)} "
+            f"(w.shape={tuple(w_shape)})"
+        )

@@ -241,7 +241,8 @@ def conv_forward_of(geometry: ConvGeometry, x: jax.Array, w: jax.Array, b: jax.A
     """``y`` by the geometry's formulation; with no terms (a zero-size ``x``, ``w`` or ``y``), the bias or empty."""
     y_shape = geometry.output_shape(x.shape, w.shape)
     if conv_textbook.has_no_terms(x, w, jax.ShapeDtypeStruct(y_shape, x.dtype)):
-        y = jnp.zeros(y_shape, geometry.preferred_element_type or x.dtype)
+        dtype = x.dtype if geometry.preferred_element_type is None else geometry.preferred_element_type
+        y = jnp.zeros(y_shape, dtype)
         return conv_textbook.add_bias(y, b, geometry)
     return FORMULATIONS[geometry.formulation].forward(x, w, b, geometry)
 
@@ -256,12 +257,9 @@ def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_num
     """
     x, w, b = arguments.conv_operands(op, x, w, b, "(O, C/groups, *kernel)", unbatched=True)
     n = w.ndim - 2
-    layouts = CHANNELS_FIRST[n] if dimension_numbers is None else dimension_numbers
-    unbatched_axis = None
-    if x.ndim == w.ndim - 1:
-        lhs_layout = layouts[0] if isinstance(layouts[0], str) and "N" in layouts[0] else CHANNELS_FIRST[n][0]
-        unbatched_axis = (layouts[2] if isinstance(layouts[2], str) and "N" in layouts[2] else "N").index("N")
-        x = jnp.expand_dims(x, lhs_layout.index("N"))
+    x, unbatched_axis = arguments.batched(
+        x, w.ndim, CHANNELS_FIRST[n] if dimension_numbers is None else dimension_numbers
+    )
     dn = arguments.dimension_numbers_for(op, x.shape, w.shape, dimension_numbers)
     stride = arguments.as_tuple(op, "stride", stride, n)
     dilation = arguments.as_tuple(op, "dilation", dilation, n)
@@ -278,7 +276,7 @@ def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_num
     arguments.bias_shape(op, b, out_channels)
     in_spatial = tuple(x.shape[a] for a in dn.lhs_spec[2:])
     kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
-    kernel_sizes_positive(op, w.shape, kernel_spatial)
+    arguments.kernel_sizes_positive(op, w.shape, kernel_spatial)
     pairs = arguments.as_signed_padding(op, padding, n, ("SAME", "SAME_LOWER", "VALID"))
     if pairs == "VALID":
         pairs = ((0, 0),) * n
@@ -307,15 +305,6 @@ def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_num
         f"padding={padding!r} with out_channels={out_channels} on an input of spatial size {in_spatial}",
     )
     return x, w, b, geometry, mode, unbatched_axis
-
-
-def kernel_sizes_positive(op: str, w_shape, kernel_spatial) -> None:
-    """Every kernel spatial size is at least 1 (lax cannot lower an empty window; PyTorch refuses it too)."""
-    if any(k < 1 for k in kernel_spatial):
-        raise ValueError(
-            f"{op}: every kernel spatial size must be positive, got kernel {tuple(kernel_spatial)} "
-            f"(w.shape={tuple(w_shape)})"
-        )
 
 
 def padded_size_not_negative(op: str, padding, in_spatial, pairs, lhs_dilation=None) -> None:
