@@ -392,11 +392,11 @@ def output_padding_for(
     """PyTorch's ``_output_padding``: ``size - min_size`` per spatial dim, with ``size`` in ``[min, min + s - 1]``."""
     n = len(in_spatial)
     sizes = output_size
-    if isinstance(sizes, Sequence) and not isinstance(sizes, str) and len(sizes) != n:
-        if unbatched_axis is not None and len(sizes) == ndim - 1:  # an unbatched output's whole shape
+    whole = ndim if unbatched_axis is None else ndim - 1  # the rank of the output the caller gets
+    if isinstance(sizes, Sequence) and not isinstance(sizes, str) and len(sizes) == whole != n:
+        if unbatched_axis is not None:  # an unbatched output's whole shape: put a batch entry back
             sizes = [*sizes[:unbatched_axis], 0, *sizes[unbatched_axis:]]
-        if len(sizes) == ndim:
-            sizes = [sizes[a] for a in out_spec[2:]]  # the whole output shape: its spatial entries
+        sizes = [sizes[a] for a in out_spec[2:]]  # the whole output shape: its spatial entries
     try:
         sizes = arguments.as_tuple(op, "output_size", list(sizes), n, minimum=0)
     except TypeError as error:

@@ -238,7 +238,9 @@ def pad_arguments(op: str, shape: tuple[int, ...], pad_width: object, mode: obje
             continue
         if lo < 0 or hi < 0:
             raise ValueError(f"{op}: {label}={mode!r} needs widths >= 0, got {where}")
-        if (lo or hi) and n == 0:
+        if lo == hi == 0:
+            continue
+        if n == 0:
             raise ValueError(f"{op}: {label}={mode!r} cannot pad an empty axis: {where}")
         if mode == "reflect" and max(lo, hi) > n - 1:
             raise ValueError(f"{op}: {label}='reflect' needs widths < the axis size {n}, got {where}")
