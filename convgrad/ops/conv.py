@@ -291,7 +291,8 @@ def conv_arguments(op, x, w, b, stride, padding, dilation, groups, dimension_num
         full = [(0, 0)] * x.ndim
         for axis, pair in zip(dn.lhs_spec[2:], pairs):
             full[axis] = pair
-        mode = (padding_mode, pad_arguments(op, x.shape, tuple(full), padding_mode, "padding"))
+        checked = pad_arguments(op, x.shape, tuple(full), padding_mode, "padding", padding, dn.lhs_spec[2:])
+        mode = (padding_mode, checked)
         pairs = ((0, 0),) * n
         x_padded_shape = [size + lo + hi for size, (lo, hi) in zip(x.shape, mode[1])]
         arguments.fits_in_memory(op, "padded input", x_padded_shape, x.dtype, f"padding={padding!r}")

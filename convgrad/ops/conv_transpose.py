@@ -361,9 +361,9 @@ def conv_transpose_arguments(
         padded = dilated_extent(i, s) + 2 * (extent - 1 - p) + extra  # lax's dilated, padded input
         if padded < 0:
             raise ValueError(
-                f"{op}: padding={padding!r} crops more than the output holds along spatial dim {axis}: "
-                f"(in - 1) * stride + dilated kernel - 2 * padding + output_padding = "
-                f"({i} - 1) * {s} + {extent} - 2 * {p} + {extra} = {padded - extent + 1} < 0"
+                f"{op}: padding={padding!r} crops more than the output holds along spatial dim {axis}: the "
+                f"zero-inserted input padded by dilated kernel - 1 - padding each side (and output_padding) "
+                f"would have ({i} - 1) * {s} + 1 + 2 * ({extent} - 1 - {p}) + {extra} = {padded} < 0 samples"
             )
         out_spatial.append(max(0, padded - extent + 1))
     geometry = ConvGeometry(

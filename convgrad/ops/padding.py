@@ -219,9 +219,15 @@ def _place(part: jax.Array, axis: int, before: int, after: int) -> jax.Array:
     return lax.pad(part, jnp.zeros((), part.dtype), widths)
 
 
-def pad_arguments(op: str, shape: tuple[int, ...], pad_width: object, mode: object, name: str) -> tuple[Pair, ...]:
-    """Checked ``(lo, hi)`` pairs, one per axis of ``shape``, for ``mode``; ``name`` is the argument the widths came
-    from (``"pad_width"``; ``"padding"`` when ``conv`` pads)."""
+def pad_arguments(
+    op: str, shape: tuple[int, ...], pad_width: object, mode: object, name: str, shown: object = None, axes=None
+) -> tuple[Pair, ...]:
+    """Checked ``(lo, hi)`` pairs, one per axis of ``shape``, for ``mode``.
+
+    ``name`` is the argument the widths came from and ``shown`` its value as given
+    (``"pad_width"``; for ``conv``, ``"padding"``, whose pairs it resolved
+    already, and ``axes``, the spatial axes, which the message counts).
+    """
     if not isinstance(mode, str) or mode not in PADDING_MODES:
         label = "mode" if op == "pad" else "padding_mode"
         raise ValueError(f"{op}: {label}={mode!r} is not one of {list(PADDING_MODES)}")
@@ -229,9 +235,11 @@ def pad_arguments(op: str, shape: tuple[int, ...], pad_width: object, mode: obje
         pairs = arguments.as_signed_padding(op, pad_width, len(shape), (), name="pad_width")
     else:
         pairs = pad_width  # conv resolved them already
+    shown = pad_width if shown is None else shown
     label = "mode" if op == "pad" else "padding_mode"
     for axis, (n, (lo, hi)) in enumerate(zip(shape, pairs)):
-        where = f"{name}={pad_width!r} along axis {axis} of size {n}"
+        place = f"axis {axis}" if axes is None or axis not in axes else f"spatial dim {list(axes).index(axis)}"
+        where = f"{name}={shown!r} along {place} of size {n}"
         if mode == "zeros":
             if n + lo + hi < 0:
                 raise ValueError(f"{op}: {where} crops more than the axis holds ({n} + {lo} + {hi} < 0)")
