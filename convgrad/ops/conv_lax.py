@@ -433,7 +433,11 @@ def groups_fit(op: str, lhs_shape, rhs_shape, dn, feature_groups: int, batch_gro
             f"{op}: at most one of feature_group_count={feature_groups} and batch_group_count={batch_groups} "
             "may be above 1"
         )
-    arguments.groups_divide(op, feature_groups, "input features", features, "lhs", lhs_shape)
+    if features % feature_groups:
+        raise ValueError(
+            f"{op}: feature_group_count={feature_groups} does not divide the input features {features} "
+            f"(lhs.shape={tuple(lhs_shape)})"
+        )
     if features // feature_groups != kernel_in:
         raise ValueError(
             f"{op}: channel mismatch: lhs has {features} features, so with feature_group_count={feature_groups} "
