@@ -443,7 +443,7 @@ def test_output_size_matches_torch():
         g = rng.standard_normal(tuple(yt.shape))
         yt.backward(torch.tensor(g))
         options = dict(stride=(3, 2), padding=(1, 0), dilation=(1, 2), groups=2, output_size=size)
-        y, vjp = jax.vjp(lambda x, w, b: convgrad.conv_transpose(x, w, b, **options), x, w, b)
+        y, vjp = jax.vjp(lambda x, w, b, options=options: convgrad.conv_transpose(x, w, b, **options), x, w, b)
         np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(vjp(g)[0], xt.grad.numpy(), rtol=1e-10, atol=1e-12)
         module.zero_grad()
