@@ -138,7 +138,8 @@ def conv_transpose(
     Returns:
       ``y``, ``(N, O, *out)`` in the output layout (``(O, *out)`` for an
       unbatched ``x``), with
-      ``out = (in - 1) s - 2 p + d (k - 1) + output_padding + 1`` per spatial dim.
+      ``out = (in - 1) s - 2 p + d (k - 1) + output_padding + 1`` per spatial dim
+      (0 where that is below 0 but the padded, zero-inserted input is not, as in lax).
 
     Raises:
       TypeError: an array argument is not a floating array, the dtypes differ,
