@@ -169,7 +169,7 @@ def conv(
       >>> dx
       Array([[[1., 2., 3., 2., 1.]]], dtype=float32)
       >>> dw, db
-      (Array([[[ 9., 12., 15.]]], dtype=float32), Array([3.], dtype=float32))
+      (Array([[[ 6.,  9., 12.]]], dtype=float32), Array([3.], dtype=float32))
 
       An unbatched input, and a kernel wider than the padded input (an empty
       output, as in lax):

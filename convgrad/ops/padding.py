@@ -85,10 +85,10 @@ def pad(x: ArrayLike, pad_width: int | tuple[int | Pair, ...], mode: str = "zero
       >>> pad(x, [(2, 1)], "circular")
       Array([3., 4., 1., 2., 3., 4., 1.], dtype=float32)
 
-      A cotangent of ones counts how often each sample was copied:
+      A cotangent of ones counts how often each sample was copied (``x[2]`` three times):
 
       >>> jax.vjp(lambda x: pad(x, [(2, 1)], "reflect"), x)[1](jnp.ones(7))[0]
-      Array([1., 2., 2., 2.], dtype=float32)
+      Array([1., 2., 3., 1.], dtype=float32)
 
     References:
       ``torch.nn.functional.pad`` and ``torch.nn.Conv2d``'s ``padding_mode``
