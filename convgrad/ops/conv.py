@@ -4,10 +4,11 @@ Read top to bottom: the public ``conv`` (the derivation in its docstring), ``_co
 (what it saves), ``_conv_bwd`` (the derivation as code), ``defvjp``, and ``conv_arguments``
 (the checks at the boundary). PyTorch's ``padding_mode`` is the op :func:`convgrad.pad`
 (:mod:`convgrad.ops.padding`) applied first, whose VJP is the padding's adjoint. How the
-three convolutions of forward and backward are computed is a formulation of its own: :mod:`convgrad.ops.conv_textbook` (lax
-convolutions), :mod:`convgrad.ops.conv_im2col`, :mod:`convgrad.ops.conv_winograd`, chosen
-by :mod:`convgrad.ops.conv_formulations`. Shape arithmetic lives in
-:mod:`convgrad.ops.geometry`, argument checks in :mod:`convgrad.ops.arguments`.
+three convolutions of forward and backward are computed is a formulation of its own:
+:mod:`convgrad.ops.conv_textbook` (lax convolutions), :mod:`convgrad.ops.conv_im2col`,
+:mod:`convgrad.ops.conv_winograd`, chosen by :mod:`convgrad.ops.conv_formulations`. Shape
+arithmetic lives in :mod:`convgrad.ops.geometry`, argument checks in
+:mod:`convgrad.ops.arguments`.
 """
 
 from __future__ import annotations
