@@ -32,8 +32,11 @@ import optax
 
 import convgrad
 from convgrad import autodiff
-from convgrad.models import CHANNELS_LAST, KITS, MODELS, loss_fn
+from convgrad.models import KITS, loss_fn, make_cnn
+from convgrad.ops.geometry import CHANNELS_LAST
 from convgrad.progress import Progress
+from convgrad.testing import jitted_vjp
+from convgrad.train import TrainState, make_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,17 +54,12 @@ def _normal(key: int, shape: Sequence[int], scale: float = 1.0) -> jax.Array:
 
 
 def _vjp_program(fn: Callable[..., jax.Array], argnums: tuple[int, ...]) -> Callable[..., Any]:
-    """``(args..., g) -> grads``: forward and backward, jit-compiled, as a train step would run them."""
+    """``(args, g) -> (outputs, grads)`` by :func:`convgrad.testing.jitted_vjp`: forward and backward, as in a step.
 
-    def run(*args_and_g):
-        *args, g = args_and_g
-        _, vjp = jax.vjp(
-            lambda *d: fn(*[d[argnums.index(i)] if i in argnums else a for i, a in enumerate(args)]),
-            *(args[i] for i in argnums),
-        )
-        return vjp(g)
-
-    return jax.jit(run)
+    Wrapped in ``jax.jit`` (the program is the same) so that it can be lowered to
+    compare the compiled programs of two variants.
+    """
+    return jax.jit(jitted_vjp(fn, argnums))
 
 
 def _op_variants(custom, reference, args, argnums, torch_fn=None):
@@ -70,8 +68,8 @@ def _op_variants(custom, reference, args, argnums, torch_fn=None):
     variants = {
         "convgrad fwd": (jax.jit(custom), args),
         "jax.grad fwd": (jax.jit(reference), args),
-        "convgrad vjp": (_vjp_program(custom, argnums), (*args, g)),
-        "jax.grad vjp": (_vjp_program(reference, argnums), (*args, g)),
+        "convgrad vjp": (_vjp_program(custom, argnums), (args, g)),
+        "jax.grad vjp": (_vjp_program(reference, argnums), (args, g)),
     }
     if torch_fn is not None:
         variants.update(torch_fn(args, g))
@@ -129,7 +127,7 @@ def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description=""):
         x = _normal(0, (batch, size, size, c_in))
         w = _normal(1, (3, 3, c_in, c_out), (2 / (9 * c_in)) ** 0.5)
         options = dict(
-            stride=stride, padding="SAME" if stride == 1 else ((1, 1), (1, 1)), dimension_numbers=CHANNELS_LAST
+            stride=stride, padding="SAME" if stride == 1 else ((1, 1), (1, 1)), dimension_numbers=CHANNELS_LAST[2]
         )
         custom = functools.partial(convgrad.conv, **options)
         reference = functools.partial(autodiff.conv, **options)
@@ -204,42 +202,28 @@ def _cross_entropy_benchmark(name, batch, classes, description=""):
 # ---------------------------------------------------------------------------- the MNIST convnet train step
 
 
-def _cnn_nchw_loss(params, images, labels):
-    """The same convnet in channel-first layout, plain lax: the other layout jax.grad's step may prefer."""
-    h = images[:, None]
-    for name in ("conv0", "conv1"):
-        w = jnp.transpose(params[name]["w"], HWIO_TO_OIHW)
-        h = autodiff.relu(autodiff.conv(h, w, params[name]["b"], padding="SAME"))
-        h = autodiff.max_pool(h, 2)
-    h = autodiff.relu(autodiff.dense(h.reshape(h.shape[0], -1), params["dense0"]["w"], params["dense0"]["b"]))
-    logits = autodiff.dense(h, params["dense1"]["w"], params["dense1"]["b"])
-    return jnp.mean(autodiff.softmax_cross_entropy(logits, labels))
-
-
-def _train_step(loss, optimizer):
-    def step(params, opt_state, images, labels):
-        value, grads = jax.value_and_grad(loss)(params, images, labels)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return jax.jit(step)
+# The convgrad and jax.grad steps timed: variant -> (kit, layout of the cnn). A convgrad step in
+# channels-first layout is one more entry: "convgrad step (NCHW)": ("custom", "NCHW").
+STEP_VARIANTS = {
+    "convgrad step": ("custom", "NHWC"),
+    "jax.grad step (NHWC)": ("autodiff", "NHWC"),
+    "jax.grad step (NCHW)": ("autodiff", "NCHW"),
+}
 
 
 def _step_benchmark(batch: int = 128) -> Benchmark:
     def make():
-        model = MODELS["cnn"]
-        params = model.init(jax.random.key(0))
         images = _normal(0, (batch, 28, 28))
         labels = jnp.asarray(np.random.default_rng(1).integers(0, 10, batch), jnp.int32)
         optimizer = optax.adam(1e-3)
-        opt_state = optimizer.init(params)
-        args = (params, opt_state, images, labels)
-        variants = {
-            "convgrad step": (_train_step(loss_fn(model, KITS["custom"]), optimizer), args),
-            "jax.grad step (NHWC)": (_train_step(loss_fn(model, KITS["autodiff"]), optimizer), args),
-            "jax.grad step (NCHW)": (_train_step(_cnn_nchw_loss, optimizer), args),
-        }
-        variants.update(_torch_step_variants(params, images, labels))
+        variants = {}
+        for variant, (kit, layout) in STEP_VARIANTS.items():
+            model = make_cnn(layout)
+            params = model.init(jax.random.key(0))  # the same numbers in either layout
+            state = TrainState(params, optimizer.init(params), model.init_state())
+            step = make_step(loss_fn(model, KITS[kit]), optimizer, donate=False)  # each call from the same state
+            variants[variant] = (step, (state, images, labels))
+        variants.update(_torch_step_variants(images, labels))
         return variants
 
     return Benchmark(
@@ -247,7 +231,7 @@ def _step_benchmark(batch: int = 128) -> Benchmark:
     )
 
 
-def _torch_step_variants(params, images, labels):
+def _torch_step_variants(images, labels):
     """PyTorch's step for the same net and values (Adam), in channels-last and contiguous memory formats."""
     torch = _torch()
     if torch is None:

@@ -68,14 +68,22 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
-def check_divides(size: int, mesh: Mesh, what: str) -> None:
-    """Raise ``ValueError`` naming ``what`` unless ``size`` splits evenly over the ``data`` axis of ``mesh``."""
+def split_problem(size: int, mesh: Mesh) -> str | None:
+    """Why ``size`` examples do not split evenly over the ``data`` axis of ``mesh``, or None if they do."""
     n = data_axis_size(mesh)
     if size % n:
-        raise ValueError(
-            f"{what}={size} does not divide evenly over the {n} devices of the data axis "
+        return (
+            f"does not divide evenly over the {n} devices of the data axis "
             f"({size} = {size // n} * {n} + {size % n}); use a multiple of {n}"
         )
+    return None
+
+
+def check_divides(size: int, mesh: Mesh, what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` unless ``size`` splits evenly over the ``data`` axis of ``mesh``."""
+    problem = split_problem(size, mesh)
+    if problem is not None:
+        raise ValueError(f"{what}={size} {problem}")
 
 
 def global_array(value: jax.typing.ArrayLike, sharding: NamedSharding) -> jax.Array:

@@ -2,7 +2,8 @@
 
 :func:`train` is what ``convgrad train`` runs: the whole dataset on the device,
 batches indexed from a per-epoch permutation, an optax optimizer, a jit-compiled
-step with donated buffers, an evaluation on the 10k test set each epoch, a
+step with donated buffers (:func:`make_step`, which ``convgrad bench`` and the
+experiments run too), an evaluation on the 10k test set each epoch, a
 checkpoint written atomically at each epoch end, and a report.
 
 Several devices: the run is data-parallel over a :func:`convgrad.parallel.data_mesh`
@@ -17,16 +18,24 @@ differs. On one device the results are bit-identical to a plain ``jax.jit``.
 Determinism: the permutation of epoch ``e`` is drawn from ``fold_in(key(seed),
 e)``, so a run resumed from the checkpoint of epoch ``e`` replays exactly the
 batches the uninterrupted run would have seen, and ends with the same parameters.
+
+Checkpoints are safetensors files (:func:`save_checkpoint`, :func:`load_checkpoint`):
+every array of the training state under its name (``params/conv0/w``,
+``opt_state/0/mu/conv0/w``, ``model_state/...``), and the configuration, the history
+and a SHA-256 of the arrays as JSON strings in the header's metadata. They load
+without pickle, in any tool that reads safetensors.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import io
+import hashlib
 import json
+import struct
 import time
-from collections.abc import Callable
+import typing
+from collections.abc import Callable, Collection
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -35,15 +44,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import safetensors
+import safetensors.numpy
 from jax.sharding import Mesh
 
+import convgrad
 from convgrad import data as mnist_data
 from convgrad import parallel
-from convgrad.files import atomic_write_bytes
-from convgrad.models import KITS, MODELS, Model, loss_fn
+from convgrad.files import atomic_write_bytes, output_directory_problem, remove_leftovers
+from convgrad.models import KITS, MODELS, Loss, Model, ModelState, Params, loss_fn
 from convgrad.progress import Progress
 
-CHECKPOINT = "checkpoint.npz"
+CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINT_FORMAT = "convgrad.checkpoint"
+CHECKPOINT_VERSION = 1
 
 # Steps dispatched but not finished, at most. Unbounded, jax 0.10.2's CPU client
 # deadlocks once some tens of multi-device steps are queued on simulated CPU
@@ -51,36 +65,94 @@ CHECKPOINT = "checkpoint.npz"
 # two in flight still keep an accelerator fed while the host prepares the next.
 STEPS_IN_FLIGHT = 2
 
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A bad value of one argument of :class:`TrainConfig` or :func:`train`.
+
+    ``argument`` is its name as the library spells it (``batch_size``), ``value``
+    the value given, ``problem`` what is wrong with it; the command line shows
+    them under its own flag names.
+    """
+
+    def __init__(self, argument: str, value: Any, problem: str):
+        self.argument, self.value, self.problem = argument, value, problem
+        super().__init__(f"train: {argument}={value!r} {problem}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used: not a safetensors file, truncated, corrupt, or not convgrad's.
+
+    ``path`` is the file, ``problem`` what is wrong with it.
+    """
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+class ConfigMismatchError(CheckpointError):
+    """``resume=True`` with a checkpoint of another configuration; ``mismatched`` maps ``field -> (now, saved)``."""
+
+    def __init__(self, path: str | Path, mismatched: dict[str, tuple[Any, Any]]):
+        self.mismatched = mismatched
+        shown = ", ".join(f"{k}={now!r} but the checkpoint has {then!r}" for k, (now, then) in mismatched.items())
+        super().__init__(path, f"was written by another configuration: {shown} ({RESUME_HINT})")
+
+
+RESUME_HINT = "resume continues an interrupted run with its own settings; start a new run to change them"
+
+
+def _choice(default: str, choices: Collection[str], help: str) -> Any:
+    """A field whose value must be in ``choices`` (a live collection: ``MODELS`` itself, not a copy of its keys)."""
+    return dataclasses.field(default=default, metadata={"choices": choices, "help": help})
+
+
+def _value(default: Any, help: str) -> Any:
+    return dataclasses.field(default=default, metadata={"help": help})
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that determines a training run (and must match to resume one)."""
+    """Everything that determines a training run (and must match to resume one).
 
-    model: str = "mlp"
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 2e-3
-    seed: int = 0
-    grads: str = "custom"
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    schedule: str = "cosine"
+    Each field's default, allowed values (``metadata["choices"]``) and help text
+    are given here once; ``convgrad train``'s options are built from them.
+
+    Raises:
+      ConfigError: a value outside its choices, a non-positive ``epochs``,
+        ``batch_size`` or ``lr``.
+    """
+
+    model: str = _choice("mlp", MODELS, "the architecture")
+    epochs: int = _value(5, "epochs to train; the learning-rate schedule spans all of them")
+    batch_size: int = _value(64, "examples per step (a multiple of the devices)")
+    lr: float = _value(2e-3, "peak learning rate")
+    seed: int = _value(0, "seed of the initial parameters and of the order of the examples")
+    grads: str = _choice("custom", KITS, "custom: convgrad's hand-derived VJPs; autodiff: jax.grad of plain lax")
+    optimizer: str = _choice("adam", OPTIMIZERS, "adam, or sgd with momentum")
+    momentum: float = _value(0.9, "momentum of --optimizer sgd")
+    schedule: str = _choice("cosine", SCHEDULES, "learning-rate schedule over the run: cosine decay to 0, or constant")
 
     def __post_init__(self):
-        if self.model not in MODELS:
-            raise ValueError(f"train: model={self.model!r} is not one of {sorted(MODELS)}")
-        if self.grads not in KITS:
-            raise ValueError(f"train: grads={self.grads!r} is not one of {sorted(KITS)}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"train: optimizer={self.optimizer!r} is not one of ['adam', 'sgd']")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"train: schedule={self.schedule!r} is not one of ['constant', 'cosine']")
+        for field in dataclasses.fields(self):
+            value, choices = getattr(self, field.name), field.metadata.get("choices")
+            if choices is not None and value not in choices:
+                raise ConfigError(field.name, value, f"is not one of {list(choices)}")
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"train: {name} must be a positive int, got {name}={value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(name, value, "is not a positive int")
         if not self.lr > 0:
-            raise ValueError(f"train: lr must be positive, got lr={self.lr!r}")
+            raise ConfigError("lr", self.lr, "is not positive")
+
+    @classmethod
+    def field_types(cls) -> dict[str, type]:
+        """Each field's type (``int``, ``float``, ``str``), resolved from the annotations."""
+        hints = typing.get_type_hints(cls)
+        return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
 
 
 class Dataset(NamedTuple):
@@ -93,14 +165,34 @@ class Dataset(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    params: Any
+    """What a training step carries: the parameters, the optimizer's state and the model's (``{}`` if it has none)."""
+
+    params: Params
     opt_state: Any
+    model_state: ModelState
 
 
 def load_dataset(data_dir: str | Path | None = None, *, progress: bool = True) -> Dataset:
     """Real MNIST via :func:`convgrad.data.load_mnist`, standardized with the training mean/std, on the device."""
     arrays = mnist_data.prepare(mnist_data.load_mnist(data_dir, progress=progress))
     return Dataset(*(jnp.asarray(a) for a in arrays))
+
+
+def synthetic_dataset(n_train: int, n_test: int, seed: int = 0) -> Dataset:
+    """Standard-normal 28x28 images labelled by the argmax of a fixed random linear map (so they are learnable).
+
+    No files, no network: what the tests and the experiments' ``--synthetic`` runs use.
+    """
+    rng = np.random.default_rng(seed)
+    projection = rng.standard_normal((784, 10))
+    images = rng.standard_normal((n_train + n_test, 28, 28)).astype(np.float32)
+    labels = np.argmax(images.reshape(len(images), -1) @ projection, axis=1).astype(np.int32)
+    return Dataset(
+        jnp.asarray(images[:n_train]),
+        jnp.asarray(labels[:n_train]),
+        jnp.asarray(images[n_train:]),
+        jnp.asarray(labels[n_train:]),
+    )
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -118,38 +210,62 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     return optax.sgd(lr, momentum=config.momentum)
 
 
-def make_train_step(model: Model, config: TrainConfig, optimizer: optax.GradientTransformation, mesh: Mesh) -> Callable:
-    """``step(state, images, labels, batch_indices) -> (state, loss)``, jit-compiled over ``mesh``, the state donated.
+def make_step(
+    loss: Loss, optimizer: optax.GradientTransformation, *, mesh: Mesh | None = None, donate: bool = True
+) -> Callable[..., tuple[TrainState, jax.Array]]:
+    """``step(state, images, labels, batch=None) -> (state, loss)``: one optimizer step, jit-compiled.
 
-    ``state``, ``images`` and ``labels`` (the whole training set) are replicated;
-    ``batch_indices`` is sharded over the ``data`` axis, and so is the gathered
-    batch. The loss is the mean over the whole (global) batch, so its gradient
-    is the one-device gradient; XLA inserts the all-reduce.
+    ``loss(params, model_state, images, labels) -> (value, model_state)`` (e.g.
+    :func:`convgrad.models.loss_fn`) is differentiated with respect to the
+    parameters; the model state it returns is carried to the next step. ``batch``
+    holds the indices of the batch into ``images`` and ``labels`` (the whole
+    training set, on the device), gathered inside the step; with ``batch=None``
+    ``images`` and ``labels`` are the batch.
+
+    Args:
+      loss: the batch's loss and the updated model state.
+      optimizer: the optax transformation; ``state.opt_state`` is its state.
+      mesh: None runs the step on the default device (plain ``jax.jit``). A
+        :func:`convgrad.parallel.data_mesh` runs it data-parallel: the state and
+        the dataset replicated, ``batch`` (then required) sharded over the
+        ``data`` axis, and so the gathered batch; the loss is the mean over the
+        whole batch, so its gradient is the one-device gradient, and XLA inserts
+        the all-reduce.
+      donate: reuse the input state's buffers for the output state; the state
+        passed in must not be used afterwards.
     """
-    loss = loss_fn(model, KITS[config.grads])
-    replicated, batch_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 
-    def step(state: TrainState, images, labels, batch):
-        batch_images = jax.lax.with_sharding_constraint(images[batch], batch_sharded)
-        batch_labels = jax.lax.with_sharding_constraint(labels[batch], batch_sharded)
-        value, grads = jax.value_and_grad(loss)(state.params, batch_images, batch_labels)
+    def step(state: TrainState, images, labels, batch=None):
+        if batch is not None:
+            images, labels = images[batch], labels[batch]
+            if mesh is not None:
+                images = jax.lax.with_sharding_constraint(images, parallel.batch_sharded(mesh))
+                labels = jax.lax.with_sharding_constraint(labels, parallel.batch_sharded(mesh))
+        (value, model_state), grads = jax.value_and_grad(loss, has_aux=True)(
+            state.params, state.model_state, images, labels
+        )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), opt_state), value
+        return TrainState(optax.apply_updates(state.params, updates), opt_state, model_state), value
 
+    donate_argnums = (0,) if donate else ()
+    if mesh is None:
+        return jax.jit(step, donate_argnums=donate_argnums)
+    replicated, batch_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     return jax.jit(
         step,
         in_shardings=(replicated, replicated, replicated, batch_sharded),
         out_shardings=(replicated, replicated),
-        donate_argnums=0,
+        donate_argnums=donate_argnums,
     )
 
 
 def make_evaluate(model: Model, config: TrainConfig, mesh: Mesh, batch_size: int = 1000) -> Callable:
-    """``evaluate(params, images, labels) -> accuracy`` (a fraction), in jit-compiled batches sharded over ``mesh``.
+    """``evaluate(params, model_state, images, labels) -> accuracy`` (a fraction), in batches sharded over ``mesh``.
 
-    Each batch holds ``batch_size`` examples (or all, if fewer) rounded up to a
-    multiple of the devices; the indices past the end of the images count as
-    misses and not as examples.
+    The model runs in evaluation mode (``training=False``, its stored state read,
+    not updated). Each batch holds ``batch_size`` examples (or all, if fewer)
+    rounded up to a multiple of the devices; the indices past the end of the
+    images count as misses and not as examples.
     """
     kit = KITS[config.grads]
     n_devices = parallel.data_axis_size(mesh)
@@ -157,20 +273,21 @@ def make_evaluate(model: Model, config: TrainConfig, mesh: Mesh, batch_size: int
 
     @partial(
         jax.jit,
-        in_shardings=(replicated, replicated, replicated, batch_sharded),
+        in_shardings=(replicated, replicated, replicated, replicated, batch_sharded),
         out_shardings=replicated,
     )
-    def correct(params, images, labels, indices):
+    def correct(params, model_state, images, labels, indices):
         real = indices < images.shape[0]
         indices = jnp.where(real, indices, 0)
-        hits = jnp.argmax(model.apply(kit, params, images[indices]), axis=-1) == labels[indices]
+        logits, _ = model.apply(kit, params, model_state, images[indices], False)
+        hits = jnp.argmax(logits, axis=-1) == labels[indices]
         return jnp.sum(hits & real)
 
-    def evaluate(params, images, labels):
+    def evaluate(params, model_state, images, labels):
         total, chunk = 0, -(-min(batch_size, images.shape[0]) // n_devices) * n_devices
         for start in range(0, images.shape[0], chunk):
             indices = parallel.global_array(np.arange(start, start + chunk, dtype=np.int32), batch_sharded)
-            total += int(correct(params, images, labels, indices))
+            total += int(correct(params, model_state, images, labels, indices))
         return total / images.shape[0]
 
     return evaluate
@@ -182,8 +299,9 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> jax.Array:
 
 
 def init_state(model: Model, config: TrainConfig, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state before the first step: parameters from ``key(config.seed)``, the optimizer's and the model's state."""
     params = model.init(jax.random.key(config.seed))
-    return TrainState(params, optimizer.init(params))
+    return TrainState(params, optimizer.init(params), model.init_state())
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
@@ -203,35 +321,48 @@ def train(
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``config.model`` for ``config.epochs`` epochs; returns the final state and the report.
 
-    With ``checkpoint_dir`` the state is written atomically at each epoch end
-    (by process 0 of a multi-host run); with ``resume`` an interrupted run
-    continues from the checkpoint there (written with this same config, on any
-    number of devices) up to ``config.epochs``. ``mesh`` (default:
-    :func:`convgrad.parallel.data_mesh` over every device) is where the step
-    runs, data-parallel over its ``data`` axis; ``config.batch_size`` must be a
-    multiple of that axis's size.
+    With ``checkpoint_dir`` the state is written atomically to
+    ``checkpoint_dir/checkpoint.safetensors`` at each epoch end (by process 0 of a
+    multi-host run); with ``resume`` an interrupted run continues from the
+    checkpoint there (written with this same config, on any number of devices)
+    up to ``config.epochs``, and ends with the parameters the uninterrupted run
+    would have. ``mesh`` (default: :func:`convgrad.parallel.data_mesh` over every
+    device) is where the step runs, data-parallel over its ``data`` axis.
+
+    Raises:
+      ConfigError: ``batch_size`` is not a multiple of the devices, or exceeds
+        the training examples; ``resume=True`` without a ``checkpoint_dir``; a
+        ``checkpoint_dir`` that cannot be written (checked before the first epoch).
+      CheckpointError: ``resume=True`` and the checkpoint is missing, unreadable,
+        or of another configuration (:class:`ConfigMismatchError`).
+      OSError: a checkpoint cannot be written.
     """
     model = MODELS[config.model]
     mesh = parallel.data_mesh() if mesh is None else mesh
-    parallel.check_divides(config.batch_size, mesh, "train: batch_size")
+    if (problem := parallel.split_problem(config.batch_size, mesh)) is not None:
+        raise ConfigError("batch_size", config.batch_size, problem)
     n_train = dataset.train_x.shape[0]
     steps = n_train // config.batch_size
     if steps < 1:
-        raise ValueError(f"train: batch_size={config.batch_size} exceeds the {n_train} training examples")
+        raise ConfigError("batch_size", config.batch_size, f"exceeds the {n_train} training examples")
+    if resume and checkpoint_dir is None:
+        raise ConfigError("resume", resume, "needs a checkpoint_dir")
+    if checkpoint_dir is not None and jax.process_index() == 0:  # the writer: fail now, not after an epoch
+        if (problem := output_directory_problem(checkpoint_dir)) is not None:
+            raise ConfigError("checkpoint_dir", str(checkpoint_dir), problem)
     optimizer = make_optimizer(config, steps)
-    step = make_train_step(model, config, optimizer, mesh)
+    step = make_step(loss_fn(model, KITS[config.grads]), optimizer, mesh=mesh)
     evaluate = make_evaluate(model, config, mesh)
 
     state, history = init_state(model, config, optimizer), []
     if resume:
-        if checkpoint_dir is None:
-            raise ValueError("train: resume=True needs a checkpoint_dir")
-        state, history = load_checkpoint(Path(checkpoint_dir), config, state)
+        state, history = resume_state(checkpoint_dir, config, state)
     state = replicate(state, mesh)
     train_x, train_y, test_x, test_y = replicate(tuple(dataset), mesh)
     batch_sharded = parallel.batch_sharded(mesh)
 
     device = str(mesh.devices.flat[0])
+    note_every = max(1, steps // 20)
     for epoch in range(len(history), config.epochs):
         order = np.asarray(epoch_permutation(config.seed, epoch, n_train))
         start, total = time.perf_counter(), replicate(np.float32(0), mesh)
@@ -244,12 +375,14 @@ def train(
                 in_flight.append(loss)
                 if len(in_flight) > STEPS_IN_FLIGHT:
                     in_flight.popleft().block_until_ready()
-                if progress and (i + 1) % max(1, steps // 20) == 0:
+                note = None
+                if progress and ((i + 1) % note_every == 0 or i + 1 == steps):
                     rate = (i + 1) * config.batch_size / (time.perf_counter() - start)
-                    bar.update(max(1, steps // 20), note=f"loss {float(total) / (i + 1):.4f} {rate:,.0f} ex/s")
+                    note = f"loss {float(total) / (i + 1):.4f}, {rate:,.0f} ex/s"
+                bar.update(1, note=note)
         train_loss = float(total) / steps  # waits for the epoch's last step
         seconds = time.perf_counter() - start
-        accuracy = evaluate(state.params, test_x, test_y)
+        accuracy = evaluate(state.params, state.model_state, test_x, test_y)
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -277,40 +410,243 @@ def train(
     return state, report
 
 
-def save_checkpoint(directory: Path, config: TrainConfig, state: TrainState, history: list[dict[str, Any]]) -> Path:
-    """Write ``state`` (every leaf, exactly), the config and the history atomically to ``directory/checkpoint.npz``."""
-    leaves = jax.tree.leaves(state)
-    buffer = io.BytesIO()
-    meta = {"config": dataclasses.asdict(config), "history": history}
-    np.savez(
-        buffer,
-        meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
-        **{f"leaf{i}": np.asarray(x) for i, x in enumerate(leaves)},
-    )
-    return atomic_write_bytes(directory / CHECKPOINT, buffer.getvalue())
+# ---------------------------------------------------------------------------- checkpoints
 
 
-def load_checkpoint(
-    directory: Path, config: TrainConfig, template: TrainState
-) -> tuple[TrainState, list[dict[str, Any]]]:
-    """The state and history saved in ``directory``, checked against ``config`` and the structure of ``template``."""
-    path = directory / CHECKPOINT
+def save_checkpoint(
+    directory: str | Path, config: TrainConfig, state: TrainState, history: list[dict[str, Any]]
+) -> Path:
+    """Write ``state`` (every leaf, exactly), the config and the history atomically to ``directory/CHECKPOINT``.
+
+    The file is a safetensors file: each leaf of ``state`` is a tensor named by
+    its path (``params/conv0/w``, ``opt_state/0/mu/conv0/w``, ``opt_state/0/count``,
+    ``model_state/...``); the header's metadata holds ``format``
+    (``"convgrad.checkpoint"``), ``format_version``, ``convgrad_version``, and, as
+    JSON, ``config`` and ``history``, plus ``sha256``, a digest of the tensors. The
+    temporary files of earlier writes that a crash interrupted are removed.
+
+    Raises:
+      OSError: the directory cannot be created or written; its ``filename`` is the checkpoint's path.
+    """
+    tensors = _named_leaves(state)
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": str(CHECKPOINT_VERSION),
+        "convgrad_version": convgrad.__version__,
+        "config": json.dumps(dataclasses.asdict(config)),
+        "history": json.dumps(history),
+        "sha256": _digest(tensors),
+    }
+    path = atomic_write_bytes(Path(directory) / CHECKPOINT, safetensors.numpy.save(tensors, metadata=metadata))
+    remove_leftovers(path)  # of a write that a crash interrupted
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[Params, dict[str, Any], dict[str, Any]]:
+    """The parameters, the rest of the training state, and the metadata of the checkpoint file ``path``.
+
+    Reads the file written by :func:`save_checkpoint` (or by ``convgrad train
+    --checkpoint-dir``), without pickle, and checks it: the safetensors structure,
+    that it is complete, that its tensors match their SHA-256, and that it is a
+    convgrad checkpoint of a format this version reads.
+
+    Returns:
+      ``(params, state, meta)``: ``params``, nested dicts of NumPy arrays keyed by
+      the model's names (``params["conv0"]["w"]``, HWIO ``(3, 3, 1, 32)`` for the cnn);
+      ``state``, ``{"opt_state": ..., "model_state": ...}`` nested the same way
+      (optax's tuples become dicts keyed ``"0"``, ``"1"``, ..., its named tuples
+      dicts keyed by field: ``state["opt_state"]["0"]["mu"]``); ``meta``, with
+      ``format``, ``format_version``, ``convgrad_version``, ``config`` (the
+      :class:`TrainConfig` fields), ``history`` (one record per epoch done) and
+      ``epochs_done``.
+
+    Raises:
+      FileNotFoundError: no file at ``path`` (other ``OSError``: it cannot be read).
+      CheckpointError: the file is not a safetensors file, is truncated, its tensors
+        do not match their digest, or it is not a convgrad checkpoint.
+    """
+    tensors, meta = _read_checkpoint(Path(path))
+    nested = _nest(tensors)
+    state = {"opt_state": nested.get("opt_state", {}), "model_state": nested.get("model_state", {})}
+    return nested.get("params", {}), state, meta
+
+
+def check_resumable(directory: str | Path, config: TrainConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The tensors and metadata of the checkpoint in ``directory``, if ``config``'s run can resume from it.
+
+    What ``convgrad train --resume`` checks before any work; :func:`train` checks it
+    again, and the tensors against the state the model builds.
+
+    Raises:
+      CheckpointError: no checkpoint in ``directory``, or an unreadable, truncated or corrupt one.
+      ConfigMismatchError: the checkpoint was written with another configuration.
+    """
+    path = Path(directory) / CHECKPOINT
     if not path.is_file():
-        raise FileNotFoundError(f"train: --resume: no checkpoint at {path}")
-    with np.load(path) as saved:
-        meta = json.loads(saved["meta"].tobytes().decode())
-        leaves, treedef = jax.tree.flatten(template)
-        loaded = [saved[f"leaf{i}"] for i in range(len(leaves))] if f"leaf{len(leaves) - 1}" in saved else None
+        legacy = Path(directory) / "checkpoint.npz"
+        hint = (
+            f" (the {legacy.name} there is in the NumPy format of earlier versions of convgrad, which this one "
+            "does not read: start a new run)"
+            if legacy.is_file()
+            else ""
+        )
+        raise CheckpointError(path, f"no checkpoint here to resume from{hint}")
+    try:
+        tensors, meta = _read_checkpoint(path)
+    except OSError as error:
+        raise CheckpointError(path, f"cannot be read ({error.strerror or error})") from error
     saved_config = meta["config"]
     mismatched = {
         k: (v, saved_config.get(k)) for k, v in dataclasses.asdict(config).items() if saved_config.get(k) != v
     }
     if mismatched:
-        shown = ", ".join(f"{k}={now!r} but the checkpoint has {then!r}" for k, (now, then) in mismatched.items())
-        raise ValueError(
-            f"train: --resume: {path} was written by another configuration: {shown} "
-            "(resume continues an interrupted run with its own settings; start a new run to change them)"
+        raise ConfigMismatchError(path, mismatched)
+    return tensors, meta
+
+
+def resume_state(
+    directory: str | Path, config: TrainConfig, template: TrainState
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """The state and history saved in ``directory``, checked against ``config`` and the structure of ``template``.
+
+    Raises:
+      CheckpointError: as :func:`check_resumable`, or the checkpoint does not hold a
+        state shaped like ``template``.
+      ConfigMismatchError: the checkpoint was written with another configuration.
+    """
+    tensors, meta = check_resumable(directory, config)
+    expected = _named_leaves(template)
+    problems = [f"{name} missing" for name in expected if name not in tensors]
+    problems += [f"{name} unexpected" for name in tensors if name not in expected]
+    problems += [
+        f"{name} is {tensors[name].dtype}{list(tensors[name].shape)}, not {a.dtype}{list(a.shape)}"
+        for name, a in expected.items()
+        if name in tensors and (tensors[name].shape != a.shape or tensors[name].dtype != a.dtype)
+    ]
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        path = Path(directory) / CHECKPOINT
+        raise CheckpointError(path, f"does not hold a {config.model} training state ({shown})")
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = [jnp.asarray(tensors[_leaf_name(p)]) for p, _ in paths]
+    return jax.tree.unflatten(treedef, leaves), meta["history"]
+
+
+def _leaf_name(path: tuple) -> str:
+    """``params/conv0/w``: the keys of a leaf's path in a :class:`TrainState`, joined by ``/``."""
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            parts.append(key.name)
+        else:  # FlattenedIndexKey of a custom pytree
+            parts.append(str(key.key))
+    return "/".join(parts)
+
+
+def _named_leaves(state: TrainState) -> dict[str, np.ndarray]:
+    """Every leaf of ``state`` as a NumPy array, by its :func:`_leaf_name` (top level: the field names)."""
+    named = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        name = _leaf_name(path)
+        if name in named:
+            raise ValueError(f"save_checkpoint: two leaves of the state are both named {name!r}")
+        named[name] = np.asarray(leaf)
+    return named
+
+
+def _digest(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the tensors in name order: each one's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}\0{array.dtype.str}\0{list(array.shape)}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def _nest(tensors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``{"a/b": x}`` -> ``{"a": {"b": x}}``."""
+    nested: dict[str, Any] = {}
+    for name, array in tensors.items():
+        *parents, leaf = name.split("/")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = array
+    return nested
+
+
+def _read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The tensors by name and the parsed metadata of a checkpoint file, every part of it checked."""
+    content = path.read_bytes()
+    header = _safetensors_header(path, content)
+    try:
+        tensors = safetensors.numpy.load(content)
+    except safetensors.SafetensorError as error:
+        raise CheckpointError(path, f"not a valid safetensors file ({error})") from None
+    metadata = header.get("__metadata__") or {}
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        problem = f"a safetensors file but not a convgrad checkpoint (no format={CHECKPOINT_FORMAT!r} in its metadata)"
+        raise CheckpointError(path, problem)
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(path, f"corrupt: format_version={metadata.get('format_version')!r}") from None
+    if version > CHECKPOINT_VERSION:
+        problem = f"written in checkpoint format {version} by a newer convgrad; this one reads {CHECKPOINT_VERSION}"
+        raise CheckpointError(path, problem)
+    if metadata.get("sha256") != _digest(tensors):
+        raise CheckpointError(path, "corrupt: its tensors do not match the SHA-256 recorded when it was written")
+    meta: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": version,
+        "convgrad_version": metadata.get("convgrad_version"),
+    }
+    for key in ("config", "history"):
+        try:
+            meta[key] = json.loads(metadata[key])
+        except (KeyError, json.JSONDecodeError) as error:
+            raise CheckpointError(path, f"corrupt: its {key} metadata is missing or not JSON ({error})") from None
+    meta["epochs_done"] = len(meta["history"])
+    return tensors, meta
+
+
+_MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit
+
+
+def _safetensors_header(path: Path, content: bytes) -> dict[str, Any]:
+    """The JSON header of a safetensors file, or a :class:`CheckpointError` that says in words what is wrong.
+
+    The layout: an 8-byte little-endian header length ``n``, ``n`` bytes of JSON
+    (each tensor's dtype, shape and ``data_offsets`` into the rest), then the data.
+    """
+    if len(content) <= 8:
+        raise CheckpointError(path, f"truncated: {len(content)} bytes, less than a safetensors file's start")
+    (n,) = struct.unpack("<Q", content[:8])
+    if content[8:9] != b"{" or n > _MAX_HEADER_BYTES:
+        zip_file = (
+            " (a zip file, as the .npz checkpoints of earlier convgrad versions were)" if content[:2] == b"PK" else ""
         )
-    if loaded is None or any(a.shape != b.shape or a.dtype != b.dtype for a, b in zip(loaded, leaves)):
-        raise ValueError(f"train: --resume: {path} does not hold a {config.model} state of the expected shapes")
-    return jax.tree.unflatten(treedef, [jnp.asarray(a) for a in loaded]), meta["history"]
+        raise CheckpointError(path, f"not a safetensors file: no JSON header after its first 8 bytes{zip_file}")
+    if 8 + n > len(content):
+        raise CheckpointError(path, f"truncated: its header needs {8 + n} bytes, the file holds {len(content)}")
+    try:
+        header = json.loads(content[8 : 8 + n])
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(path, f"not a safetensors file (its header is not JSON: {error})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, "not a safetensors file (its header is not a JSON object)")
+    try:
+        data_bytes = max([entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"] or [0])
+    except (TypeError, KeyError, IndexError):
+        raise CheckpointError(path, "not a valid safetensors file (a tensor entry has no data_offsets)") from None
+    have = len(content) - 8 - n
+    if have < data_bytes:
+        raise CheckpointError(path, f"truncated: its tensors need {data_bytes} bytes after the header, it holds {have}")
+    if have > data_bytes:
+        raise CheckpointError(path, f"corrupt: {have - data_bytes} bytes after the last tensor")
+    return header

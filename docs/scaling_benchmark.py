@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from convgrad import parallel, train
-from convgrad.models import MODELS
+from convgrad.models import KITS, MODELS, loss_fn
 
 
 def _ints(text: str) -> list[int]:
@@ -37,7 +37,7 @@ def prepare(config: train.TrainConfig, devices: int, images: np.ndarray, labels:
     mesh = parallel.data_mesh(devices)
     model = MODELS[config.model]
     optimizer = train.make_optimizer(config, steps)
-    step = train.make_train_step(model, config, optimizer, mesh)
+    step = train.make_step(loss_fn(model, KITS[config.grads]), optimizer, mesh=mesh)
     state = [train.replicate(train.init_state(model, config, optimizer), mesh)]
     train_x, train_y = train.replicate((images, labels), mesh)
     size = config.batch_size

@@ -45,7 +45,8 @@ def main() -> None:
     params = model.init(jax.random.key(0))
     images = _normal(0, (128, 28, 28))
     labels = jnp.asarray(np.random.default_rng(1).integers(0, 10, 128), jnp.int32)
-    step = jax.jit(jax.value_and_grad(loss_fn(model, KITS["autodiff" if args.autodiff else "custom"])))
+    loss, model_state = loss_fn(model, KITS["autodiff" if args.autodiff else "custom"]), model.init_state()
+    step = jax.jit(jax.value_and_grad(lambda params, images, labels: loss(params, model_state, images, labels)[0]))
     compiled = step.lower(params, images, labels).compile()
     origin = dict(re.findall(r"%(\S+) = [^\n]*?metadata=\{op_name=\"([^\"]+)\"", compiled.as_text()))
     for _ in range(5):

@@ -37,7 +37,7 @@ import PIL.Image
 
 import convgrad
 from convgrad import data as mnist_data
-from convgrad.train import Dataset, epoch_permutation
+from convgrad.train import Dataset, TrainState, epoch_permutation, make_step, synthetic_dataset
 
 matplotlib.rcParams["image.interpolation"] = "nearest"  # one block per array element, nothing smoothed
 
@@ -91,20 +91,6 @@ def load_data(args: argparse.Namespace, *, quick_sizes: tuple[int, int] = (512, 
     return dataset, "mnist"
 
 
-def synthetic_dataset(n_train: int, n_test: int, seed: int = 0) -> Dataset:
-    """Standard-normal 28x28 images labelled by the argmax of a fixed random linear map (so they are learnable)."""
-    rng = np.random.default_rng(seed)
-    projection = rng.standard_normal((784, 10))
-    images = rng.standard_normal((n_train + n_test, 28, 28)).astype(np.float32)
-    labels = np.argmax(images.reshape(len(images), -1) @ projection, axis=1).astype(np.int32)
-    return Dataset(
-        jnp.asarray(images[:n_train]),
-        jnp.asarray(labels[:n_train]),
-        jnp.asarray(images[n_train:]),
-        jnp.asarray(labels[n_train:]),
-    )
-
-
 def most_common_class_fraction(labels: jax.Array) -> float:
     """The accuracy of always predicting the most frequent label."""
     return float(np.bincount(np.asarray(labels), minlength=10).max() / labels.shape[0])
@@ -125,9 +111,8 @@ def accuracy(
 
 
 def fit(
-    step: Callable[..., tuple[Any, Any, jax.Array]],
-    params: Any,
-    opt_state: Any,
+    step: Callable[..., tuple[TrainState, jax.Array]],
+    state: TrainState,
     dataset: Dataset,
     *,
     epochs: int,
@@ -136,8 +121,9 @@ def fit(
     log_every: int | None = None,
     measure: Callable[[Any], dict[str, Any]] | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
-    """Run ``step(params, opt_state, images, labels, batch) -> (params, opt_state, loss)`` over shuffled mini-batches.
+    """Run ``step(state, images, labels, batch) -> (state, loss)`` over shuffled mini-batches; the final parameters.
 
+    ``step`` is a :func:`convgrad.train.make_step` (e.g. :func:`classifier_step`);
     ``batch`` holds the indices of one mini-batch into the whole training set
     (``images``, ``labels``): the step gathers it inside jit. Epoch ``e``
     visits the training set in the order of :func:`convgrad.train.epoch_permutation`,
@@ -159,7 +145,7 @@ def fit(
                 "step": step_count,
                 "epoch": step_count / steps_per_epoch,
                 "train_loss": float(loss_sum) / loss_count if loss_count else None,
-                **(measure(params) if measure else {}),
+                **(measure(state.params) if measure else {}),
             }
         )
 
@@ -167,33 +153,41 @@ def fit(
     for epoch in range(epochs):
         batches = epoch_permutation(seed, epoch, n)[: steps_per_epoch * batch_size].reshape(steps_per_epoch, batch_size)
         for i in range(steps_per_epoch):
-            params, opt_state, loss = step(params, opt_state, dataset.train_x, dataset.train_y, batches[i])
+            state, loss = step(state, dataset.train_x, dataset.train_y, batches[i])
             loss_sum, loss_count = loss_sum + loss, loss_count + 1
             count = epoch * steps_per_epoch + i + 1
             if (log_every and count % log_every == 0) or i == steps_per_epoch - 1:
                 record(count)
                 loss_sum, loss_count = jnp.zeros((), jnp.float32), 0
-    return params, history
+    return state.params, history
+
+
+def initial_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    """The state :func:`fit` starts from: ``params``, the optimizer's state of them, and no model state."""
+    return TrainState(params, optimizer.init(params), {})
+
+
+def classifier_loss(apply: Callable[[Any, jax.Array], jax.Array]) -> Callable:
+    """``loss(params, model_state, images, labels) -> (loss, model_state)`` for :func:`convgrad.train.make_step`.
+
+    The mean softmax cross-entropy of ``apply(params, images) -> logits``, a
+    stateless network built from convgrad ops, so every gradient comes from
+    convgrad's hand-derived VJPs; the (empty) model state passes through.
+    """
+
+    def loss(params, model_state, images, labels):
+        return jnp.mean(convgrad.softmax_cross_entropy(apply(params, images), labels)), model_state
+
+    return loss
 
 
 def classifier_step(apply: Callable[[Any, jax.Array], jax.Array], optimizer: optax.GradientTransformation) -> Callable:
-    """``step(params, opt_state, images, labels, batch) -> (params, opt_state, loss)``, jit-compiled, for :func:`fit`.
+    """``step(state, images, labels, batch) -> (state, loss)`` for :func:`fit`: :func:`convgrad.train.make_step`.
 
-    The loss is the mean softmax cross-entropy of the batch; ``apply(params,
-    images) -> logits`` is built from convgrad ops, so every gradient comes from
-    convgrad's hand-derived VJPs.
+    On the default device, the state not donated (the experiments keep their
+    initial parameters to measure how far the weights moved).
     """
-
-    def loss(params, images, labels):
-        return jnp.mean(convgrad.softmax_cross_entropy(apply(params, images), labels))
-
-    @jax.jit
-    def step(params, opt_state, images, labels, batch):
-        value, grads = jax.value_and_grad(loss)(params, images[batch], labels[batch])
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, value
-
-    return step
+    return make_step(classifier_loss(apply), optimizer, donate=False)
 
 
 def he_normal(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int, gain: float = 2.0) -> jax.Array:

@@ -219,8 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     optimizer = optax.adam(optax.cosine_decay_schedule(args.lr, args.epochs * steps_per_epoch))
     params, history = common.fit(
         common.classifier_step(logits_of, optimizer),
-        params,
-        optimizer.init(params),
+        common.initial_state(params, optimizer),
         dataset,
         epochs=args.epochs,
         batch_size=args.batch_size,

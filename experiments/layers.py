@@ -119,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         params = init_mlp(args.seed, sizes, activation)
         params, history = common.fit(
             common.classifier_step(apply, optimizer),
-            params,
-            optimizer.init(params),
+            common.initial_state(params, optimizer),
             dataset,
             epochs=args.epochs,
             batch_size=args.batch_size,

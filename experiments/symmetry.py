@@ -45,6 +45,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import convgrad
 from experiments import common
@@ -84,18 +85,9 @@ def apply_mlp(params: dict[str, jax.Array], images: jax.Array, activation: str =
     return convgrad.dense(h, params["w2"], params["b2"])
 
 
-def sgd_step(apply, learning_rates: dict[str, float]):
-    """Plain SGD, ``theta <- theta - lr[group] * dL/dtheta``, as a jitted step for :func:`common.fit`."""
-
-    def loss(params, images, labels):
-        return jnp.mean(convgrad.softmax_cross_entropy(apply(params, images), labels))
-
-    @jax.jit
-    def step(params, opt_state, images, labels, batch):
-        value, grads = jax.value_and_grad(loss)(params, images[batch], labels[batch])
-        return {k: params[k] - learning_rates[k] * grads[k] for k in params}, opt_state, value
-
-    return step
+def sgd(learning_rates: dict[str, float]) -> optax.GradientTransformation:
+    """Plain SGD, ``theta <- theta - lr[group] * dL/dtheta``, with a learning rate per parameter group."""
+    return optax.multi_transform({group: optax.sgd(lr) for group, lr in learning_rates.items()}, {g: g for g in GROUPS})
 
 
 def unit_difference(w: jax.Array, b: jax.Array | None = None) -> float:
@@ -150,10 +142,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             learning_rates.update(w1=args.lr / args.hidden, b1=args.lr / args.hidden, w2=args.lr * args.hidden)
         predict = jax.jit(apply)
         initial = initial_params(case, args.hidden, args.scale, args.seed)
+        optimizer = sgd(learning_rates)
         params, history = common.fit(
-            sgd_step(apply, learning_rates),
-            initial,
-            None,
+            common.classifier_step(apply, optimizer),
+            common.initial_state(initial, optimizer),
             dataset,
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -46,9 +46,17 @@ def steps_config(model: str, optimizer: str = "sgd"):
 
 
 def steps_dataset():
-    from tests.test_train import tiny_dataset
+    from convgrad import train
 
-    return tiny_dataset(n_train=STEPS * BATCH, n_test=40)
+    return train.synthetic_dataset(STEPS * BATCH, 40)
+
+
+def params_loss(model):
+    """``loss(params, images, labels)``: the mean cross-entropy on convgrad's VJPs, in the initial model state."""
+    from convgrad.models import KITS, loss_fn
+
+    loss, model_state = loss_fn(model, KITS["custom"]), model.init_state()
+    return lambda params, images, labels: loss(params, model_state, images, labels)[0]
 
 
 def _leaves(prefix: str, tree, out: dict) -> None:
@@ -65,6 +73,16 @@ def _message(fn) -> str:
     except (Exception, SystemExit) as error:
         return f"{type(error).__name__}: {error}"
     return ""
+
+
+def _cli_error(argv) -> str:
+    """``STATUS: STDERR`` of ``convgrad ARGV`` run in this process."""
+    from convgrad import cli
+
+    printed = io.StringIO()
+    with contextlib.redirect_stderr(printed):
+        status = cli.main(argv)
+    return f"{status}: {printed.getvalue()}"
 
 
 @contextlib.contextmanager
@@ -90,7 +108,6 @@ def devices(out_path: str) -> None:
     from jax.sharding import AxisType, PartitionSpec
 
     from convgrad import cli, train, verify
-    from convgrad.models import KITS, loss_fn
     from convgrad.models import MODELS as ARCHITECTURES
 
     assert jax.device_count() == 8, jax.devices()
@@ -102,7 +119,7 @@ def devices(out_path: str) -> None:
 
     for name in MODELS:
         model = ARCHITECTURES[name]
-        loss = loss_fn(model, KITS["custom"])
+        loss = params_loss(model)
         params = model.init(jax.random.key(0))
         grad = jax.grad(loss)
         _leaves(f"grad/{name}/one", jax.jit(grad)(params, images, labels), out)
@@ -144,7 +161,7 @@ def devices(out_path: str) -> None:
         if name == "cnn":  # again with every convolution a lax one, as on GPU/TPU (XLA's bug, docs/scaling.md)
             textbook = conv_formulations.FORMULATIONS["textbook"]
             with _replaced(conv_formulations.FORMULATIONS, "auto", textbook):
-                textbook_grad = jax.grad(loss_fn(model, KITS["custom"]))  # a new function: traced anew
+                textbook_grad = jax.grad(params_loss(model))  # a new function: traced anew
                 textbook_per_example = jax.vmap(
                     lambda p, x, y, grad=textbook_grad: grad(p, x[None], y[None]), in_axes=(None, 0, 0)
                 )
@@ -185,7 +202,7 @@ def devices(out_path: str) -> None:
 
     replicated_operands(mesh, out)
     name = "cnn"
-    loss = loss_fn(ARCHITECTURES[name], KITS["custom"])
+    loss = params_loss(ARCHITECTURES[name])
     params = ARCHITECTURES[name].init(jax.random.key(0))
     explicit = jax.make_mesh((8,), (parallel.DATA_AXIS,), axis_types=(AxisType.Explicit,))
 
@@ -198,10 +215,12 @@ def devices(out_path: str) -> None:
     out["error/indivisible_train"] = np.array(
         _message(lambda: train.train(train.TrainConfig(model="linear", batch_size=12), data, mesh=mesh))
     )
+    empty = Path(out_path).parent / "no-mnist"  # a data directory the run must not get to
+    empty.mkdir(exist_ok=True)
     out["error/indivisible_cli"] = np.array(
-        _message(lambda: cli.main(["train", "--batch-size", "12", "--data-dir", "/nonexistent", "--no-progress"]))
+        _cli_error(["train", "--batch-size", "12", "--data-dir", str(empty), "--no-progress"])
     )
-    out["error/too_many_devices"] = np.array(_message(lambda: cli.main(["train", "--devices", "16"])))
+    out["error/too_many_devices"] = np.array(_cli_error(["train", "--devices", "16", "--data-dir", str(empty)]))
 
     for run in ("verify", "verify_replicas"):
         split_mesh = verify.split_mesh
@@ -286,10 +305,9 @@ def _leaves_or_error(prefix: str, out: dict, fn, *args) -> None:
 def many_steps(out_path: str) -> None:
     """400 steps of linear on 8 devices: without a bound on the steps in flight, XLA's CPU client deadlocks."""
     from convgrad import train
-    from tests.test_train import tiny_dataset
 
     config = train.TrainConfig(model="linear", batch_size=8, epochs=1)
-    _, report = train.train(config, tiny_dataset(n_train=8 * 400, n_test=8), progress=False)
+    _, report = train.train(config, train.synthetic_dataset(8 * 400, 8), progress=False)
     np.savez(out_path, devices=report["devices"], steps=report["steps_per_epoch"])
 
 

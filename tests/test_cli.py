@@ -1,17 +1,46 @@
-"""The command line: `convgrad verify` prints a table, writes JSON, and exits non-zero on a failure."""
+"""The command line: `convgrad verify` prints a table, writes JSON, and exits non-zero on a failure; every path
+argument is checked before any work, faults are one-line errors with the documented exit status, never a traceback.
+
+The fault tests give `train` an empty --data-dir: a check that runs before any work fails before the data is
+loaded, so the run ends with that check's status and message, not with the data error (exit 3) that loading
+the empty directory would give.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from convgrad import cli
+import convgrad
+from convgrad import cli, train
 from convgrad.ops import conv_textbook
+
+ROOT = Path(__file__).resolve().parents[1]
+USAGE, DATA, CHECKPOINT, OS_ERROR = (
+    cli.ExitCode.USAGE,
+    cli.ExitCode.DATA,
+    cli.ExitCode.CHECKPOINT,
+    cli.ExitCode.OS_ERROR,
+)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """``(status, stdout, stderr)`` of ``convgrad ARGV`` in this process."""
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def test_verify_quick_passes_and_writes_json(tmp_path, capsys):
@@ -31,20 +60,22 @@ def test_verify_fails_on_a_broken_vjp(mutate, capsys):
     mutate(conv_textbook, "conv_bias_grad", lambda g, geometry: jnp.mean(g, axis=(0, 2, 3)))
     status = cli.main(["verify", "--quick", "--ops", "conv", "--no-progress"])
     out = capsys.readouterr().out
-    assert status == 1
+    assert status == cli.ExitCode.CHECK_FAILED == 1
     assert "FAIL" in out and "argument 2 (b)" in out
 
 
-def test_unknown_op_is_a_clear_error():
-    with pytest.raises(SystemExit, match=r"unknown op.*nope"):
-        cli.main(["verify", "--ops", "nope"])
+def test_unknown_op_is_a_clear_error(capsys):
+    status, _, err = run_cli(capsys, "verify", "--ops", "nope")
+    assert status == USAGE
+    assert re.match(r"convgrad: verify: unknown op.*nope", err)
 
 
-def test_missing_device_is_a_clear_error():
+def test_missing_device_is_a_clear_error(capsys):
     if jax.devices("cpu") and jax.default_backend() == "tpu":
         pytest.skip("this machine has a TPU")
-    with pytest.raises(SystemExit, match="--device tpu: JAX sees no tpu device"):
-        cli.main(["verify", "--quick", "--device", "tpu", "--no-progress"])
+    status, _, err = run_cli(capsys, "verify", "--quick", "--device", "tpu", "--no-progress")
+    assert status == USAGE
+    assert err.startswith("convgrad: --device tpu: JAX sees no tpu device")
 
 
 def test_module_entry_point():
@@ -53,3 +84,306 @@ def test_module_entry_point():
     )
     assert done.returncode == 0
     assert "--quick" in done.stdout and "--json" in done.stdout
+
+
+# ---------------------------------------------------------------------------- --version, the train options
+
+
+def test_version_is_the_package_version(capsys):
+    status, out, _ = run_cli(capsys, "--version")
+    assert status == 0
+    assert out.startswith(f"convgrad {convgrad.__version__} ")
+
+
+def test_the_version_is_written_once():
+    """pyproject.toml takes the version from ``convgrad.__version__`` (what ``--version`` prints)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "convgrad.__version__"}
+
+
+def test_train_options_are_the_config_fields_with_their_defaults_and_choices():
+    parser = cli.build_parser()
+    actions = {a.dest: a for a in parser._subparsers._group_actions[0].choices["train"]._actions}
+    for field in train.TrainConfig.__dataclass_fields__.values():
+        action = actions[field.name]
+        assert action.option_strings == ["--" + field.name.replace("_", "-")]
+        assert action.default == field.default
+        assert action.type is train.TrainConfig.field_types()[field.name]
+        assert action.choices == (list(field.metadata["choices"]) if "choices" in field.metadata else None)
+    assert actions["model"].choices == list(train.MODELS) and actions["grads"].choices == list(train.KITS)
+    args = parser.parse_args(["train"])
+    assert train.TrainConfig(**{f: getattr(args, f) for f in train.TrainConfig.__dataclass_fields__}) == (
+        train.TrainConfig()
+    )
+
+
+def test_a_bad_config_value_is_named_by_its_option(capsys, tmp_path):
+    status, _, err = run_cli(capsys, "train", "--lr", "0", "--data-dir", str(tmp_path), "--no-progress")
+    assert status == USAGE
+    assert err == "convgrad: train: --lr=0.0 is not positive\n"
+
+
+def test_the_exit_codes_are_the_readme_table():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Exit codes") :]
+    table = section[section.index("| status | meaning |") :].split("\n\n")[0]
+    rows = {
+        int(code): meaning.replace("`", "") for code, meaning in re.findall(r"^\| `(\d+)` \| (.+) \|$", table, re.M)
+    }
+    assert rows == {int(code): meaning for code, meaning in cli.EXIT_CODES.items()}
+    assert set(cli.EXIT_CODES) == set(cli.ExitCode)
+
+
+# ---------------------------------------------------------------------------- path arguments, before any work
+
+
+@pytest.fixture
+def empty_data(tmp_path) -> Path:
+    directory = tmp_path / "no-mnist"
+    directory.mkdir()
+    return directory
+
+
+def _writable(directory: Path) -> bool:
+    probe = directory / ".probe"
+    try:
+        probe.write_bytes(b"")
+    except OSError:
+        return False
+    probe.unlink()
+    return True
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory this process cannot write in: mode 0o555, and for root (whom modes do not bind) immutable."""
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    directory.chmod(0o555)
+    immutable = False
+    if _writable(directory) and shutil.which("chattr"):
+        immutable = subprocess.run(["chattr", "+i", str(directory)], capture_output=True, check=False).returncode == 0
+    try:
+        if _writable(directory):
+            pytest.skip("cannot make a directory read-only for this user (root, and chattr +i is refused here)")
+        yield directory
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+
+def test_read_only_checkpoint_dir_fails_before_any_work(capsys, read_only_dir, empty_data):
+    status, out, err = run_cli(
+        capsys, "train", "--checkpoint-dir", str(read_only_dir), "--data-dir", str(empty_data), "--no-progress"
+    )
+    assert status == USAGE, err
+    assert err.startswith(f"convgrad: train: --checkpoint-dir {read_only_dir}: is not writable (") and "\n" == err[-1:]
+    assert out == ""
+
+
+def test_checkpoint_dir_below_a_read_only_dir_fails_before_any_work(capsys, read_only_dir, empty_data):
+    below = read_only_dir / "run1"
+    status, _, err = run_cli(capsys, "train", "--checkpoint-dir", str(below), "--data-dir", str(empty_data))
+    assert status == USAGE
+    assert err.startswith(f"convgrad: train: --checkpoint-dir {below}: cannot be created in {read_only_dir} (")
+
+
+def test_checkpoint_dir_that_is_a_file_fails_before_any_work(capsys, tmp_path, empty_data):
+    existing = tmp_path / "checkpoints"
+    existing.write_text("not a directory")
+    status, out, err = run_cli(capsys, "train", "--checkpoint-dir", str(existing), "--data-dir", str(empty_data))
+    assert status == USAGE
+    assert err == f"convgrad: train: --checkpoint-dir {existing}: is a file, not a directory\n"
+    assert out == ""
+
+
+def test_checkpoint_dir_below_a_file_fails_before_any_work(capsys, tmp_path, empty_data):
+    existing = tmp_path / "file"
+    existing.write_text("")
+    status, _, err = run_cli(capsys, "train", "--checkpoint-dir", str(existing / "run"), "--data-dir", str(empty_data))
+    assert status == USAGE
+    assert err == f"convgrad: train: --checkpoint-dir {existing / 'run'}: cannot be created: {existing} is a file\n"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["train", "--data-dir", "{data}"], ["verify", "--ops", "relu", "--quick"], ["bench", "--ops", "relu"]],
+    ids=lambda c: c[0],
+)
+def test_json_path_that_is_a_directory_fails_before_any_work(capsys, tmp_path, empty_data, command):
+    argv = [a.format(data=empty_data) for a in command]
+    status, out, err = run_cli(capsys, *argv, "--json", str(tmp_path), "--no-progress")
+    assert status == USAGE
+    assert err == f"convgrad: {command[0]}: --json {tmp_path}: is a directory, not a file\n"
+    assert out == ""
+
+
+def test_json_in_a_read_only_dir_fails_before_any_work(capsys, read_only_dir, empty_data):
+    target = read_only_dir / "report.json"
+    status, _, err = run_cli(capsys, "train", "--json", str(target), "--data-dir", str(empty_data))
+    assert status == USAGE
+    assert err.startswith(f"convgrad: train: --json {target}: its directory {read_only_dir} is not writable (")
+
+
+def test_plot_path_that_is_a_directory_fails_before_any_work(capsys, tmp_path):
+    status, out, err = run_cli(capsys, "bench", "--ops", "relu", "--plot", str(tmp_path), "--no-progress")
+    assert status == USAGE
+    assert err == f"convgrad: bench: --plot {tmp_path}: is a directory, not a file\n"
+    assert out == ""
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_data_dir_that_is_not_a_directory_fails_before_any_work(capsys, tmp_path, kind):
+    path = tmp_path / "mnist"
+    if kind == "file":
+        path.write_text("")
+    status, _, err = run_cli(capsys, "train", "--data-dir", str(path))
+    assert status == USAGE
+    expected = "does not exist" if kind == "missing" else "is a file, not a directory"
+    assert err == f"convgrad: train: --data-dir {path}: {expected}\n"
+
+
+def test_resume_needs_a_checkpoint_dir(capsys, empty_data):
+    status, _, err = run_cli(capsys, "train", "--resume", "--data-dir", str(empty_data))
+    assert status == USAGE
+    assert err == "convgrad: train: --resume needs --checkpoint-dir, the directory of the checkpoint\n"
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+LINEAR = train.TrainConfig(model="linear", epochs=2)
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    """A real checkpoint of ``LINEAR`` after its first epoch (written by save_checkpoint), in ``tmp_path/ckpt``."""
+    optimizer = train.make_optimizer(LINEAR, 10)
+    state = train.init_state(train.MODELS["linear"], LINEAR, optimizer)
+    history = [{"epoch": 1, "train_loss": 1.0, "seconds": 1.0, "examples_per_second": 1.0, "test_accuracy": 0.5}]
+    return train.save_checkpoint(tmp_path / "ckpt", LINEAR, state, history)
+
+
+def _resume(capsys, checkpoint: Path, data: Path, *options: str) -> tuple[int, str, str]:
+    return run_cli(
+        capsys, "train", "--model", "linear", "--epochs", "2", *options, "--resume", "--checkpoint-dir",
+        str(checkpoint.parent), "--data-dir", str(data), "--no-progress",
+    )  # fmt: skip
+
+
+def _assert_one_line_checkpoint_error(status: int, err: str, path: Path, problem: str) -> None:
+    assert status == CHECKPOINT, err
+    assert err.startswith(f"convgrad: train: --resume: {path}: {problem}"), err
+    assert err.count("\n") == 1 and err.endswith("\n")
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(capsys, checkpoint, empty_data):
+    checkpoint.write_bytes(os.urandom(5000))
+    status, _, err = _resume(capsys, checkpoint, empty_data)
+    _assert_one_line_checkpoint_error(status, err, checkpoint, "not a safetensors file")
+
+
+def test_truncated_checkpoint_is_a_one_line_error(capsys, checkpoint, empty_data):
+    content = checkpoint.read_bytes()
+    checkpoint.write_bytes(content[: len(content) - 100])
+    status, _, err = _resume(capsys, checkpoint, empty_data)
+    _assert_one_line_checkpoint_error(status, err, checkpoint, "truncated: its tensors need")
+
+
+def test_checkpoint_truncated_in_its_header_is_a_one_line_error(capsys, checkpoint, empty_data):
+    checkpoint.write_bytes(checkpoint.read_bytes()[:50])
+    status, _, err = _resume(capsys, checkpoint, empty_data)
+    _assert_one_line_checkpoint_error(status, err, checkpoint, "truncated: its header needs")
+
+
+def test_checkpoint_with_a_changed_byte_is_a_one_line_error(capsys, checkpoint, empty_data):
+    content = bytearray(checkpoint.read_bytes())
+    content[-7] ^= 0x40  # inside the last tensor's data
+    checkpoint.write_bytes(bytes(content))
+    status, _, err = _resume(capsys, checkpoint, empty_data)
+    _assert_one_line_checkpoint_error(status, err, checkpoint, "corrupt: its tensors do not match the SHA-256")
+
+
+def test_empty_checkpoint_is_a_one_line_error(capsys, checkpoint, empty_data):
+    checkpoint.write_bytes(b"")
+    status, _, err = _resume(capsys, checkpoint, empty_data)
+    _assert_one_line_checkpoint_error(status, err, checkpoint, "truncated: 0 bytes")
+
+
+def test_missing_checkpoint_is_a_one_line_error(capsys, tmp_path, empty_data):
+    missing = tmp_path / "ckpt" / train.CHECKPOINT
+    missing.parent.mkdir()
+    status, _, err = _resume(capsys, missing, empty_data)
+    _assert_one_line_checkpoint_error(status, err, missing, "no checkpoint here to resume from")
+
+
+def test_checkpoint_of_another_configuration_names_the_options(capsys, checkpoint, empty_data):
+    status, _, err = _resume(capsys, checkpoint, empty_data, "--lr", "0.01")
+    assert status == CHECKPOINT
+    assert err.startswith(
+        f"convgrad: train: --resume: {checkpoint} was written by another configuration: "
+        "--lr 0.01 but the checkpoint has 0.002 (resume continues"
+    )
+
+
+def test_no_traceback_reaches_the_user(tmp_path, checkpoint, empty_data):
+    """The installed entry point (``python -m convgrad``): a corrupt checkpoint, one line on stderr, status 4."""
+    checkpoint.write_bytes(b"PK\x03\x04" + bytes(200))  # the start of a zip file: what numpy's .npz were
+    done = subprocess.run(
+        [sys.executable, "-m", "convgrad", "train", "--model", "linear", "--epochs", "2", "--resume",
+         "--checkpoint-dir", str(checkpoint.parent), "--data-dir", str(empty_data), "--no-progress"],
+        capture_output=True, text=True, check=False, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == CHECKPOINT, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+    assert done.stderr == (
+        f"convgrad: train: --resume: {checkpoint}: not a safetensors file: no JSON header after its first 8 bytes "
+        "(a zip file, as the .npz checkpoints of earlier convgrad versions were)\n"
+    )
+
+
+# ---------------------------------------------------------------------------- faults during the run
+
+
+@pytest.fixture
+def synthetic_mnist(monkeypatch):
+    """``train.load_dataset`` returns a small synthetic dataset: the CLI's run takes a second, without MNIST."""
+    monkeypatch.setattr(train, "load_dataset", lambda *args, **kwargs: train.synthetic_dataset(64, 32))
+
+
+def test_disk_full_during_the_run_is_one_line_naming_the_checkpoint(capsys, tmp_path, synthetic_mnist, monkeypatch):
+    def disk_full(source, target):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), source)  # what os.replace raises: the temporary's name
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    directory = tmp_path / "ckpt"
+    argv = ["train", "--model", "linear", "--epochs", "1", "--checkpoint-dir", str(directory), "--no-progress"]
+    status, _, err = run_cli(capsys, *argv)
+    assert status == OS_ERROR
+    assert err == f"convgrad: train: No space left on device: {directory / train.CHECKPOINT}\n"
+    assert [p.name for p in directory.iterdir()] == []  # the temporary file removed
+
+
+def test_cli_train_resumes_and_writes_its_report(capsys, tmp_path, synthetic_mnist):
+    directory, report = tmp_path / "ckpt", tmp_path / "out" / "report.json"
+    argv = ["train", "--model", "linear", "--epochs", "2", "--checkpoint-dir", str(directory), "--no-progress"]
+    assert run_cli(capsys, *argv, "--json", str(report))[0] == 0
+    params, _, meta = train.load_checkpoint(directory / train.CHECKPOINT)
+    assert meta["epochs_done"] == 2 and meta["config"]["model"] == "linear"
+    assert json.loads(report.read_text())["history"] == meta["history"]
+    status, out, _ = run_cli(capsys, *argv, "--resume")  # nothing left to do: the checkpoint is the last epoch's
+    assert status == 0 and "done: linear, 2 epochs" in out
+    again, _, _ = train.load_checkpoint(directory / train.CHECKPOINT)
+    np.testing.assert_array_equal(again["dense0"]["w"], params["dense0"]["w"])
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys, tmp_path, synthetic_mnist, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train", interrupted)
+    status, _, err = run_cli(capsys, "train", "--model", "linear")
+    assert status == cli.ExitCode.INTERRUPTED == 130
+    assert err == "\nconvgrad: interrupted\n"

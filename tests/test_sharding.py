@@ -224,29 +224,31 @@ def test_hundreds_of_queued_steps_do_not_deadlock(tmp_path):
 
 def test_a_batch_that_does_not_split_evenly_is_a_clear_error(eight):
     expected = "batch_size=12 does not divide evenly over the 8 devices of the data axis (12 = 1 * 8 + 4)"
-    assert str(eight["error/indivisible_train"]) == f"ValueError: train: {expected}; use a multiple of 8"
-    assert "convgrad: train: --batch-size=12 does not divide evenly over the 8 devices" in str(
-        eight["error/indivisible_cli"]
+    assert str(eight["error/indivisible_train"]) == f"ConfigError: train: {expected}; use a multiple of 8"
+    assert str(eight["error/indivisible_cli"]).startswith(
+        f"{cli.ExitCode.USAGE}: convgrad: train: --batch-size=12 does not divide evenly over the 8 devices"
     )
 
 
 def test_more_devices_than_jax_sees_is_a_clear_error(eight):
     message = str(eight["error/too_many_devices"])
-    assert message.startswith("SystemExit: convgrad: train: --devices: devices=16 but JAX sees 8 device(s): ")
+    assert message.startswith(
+        f"{cli.ExitCode.USAGE}: convgrad: train: --devices: devices=16 but JAX sees 8 device(s): "
+    )
     assert all(f"cpu:{i}" in message for i in range(8))
 
 
-def test_more_devices_than_this_process_sees_is_a_clear_error():
+def test_more_devices_than_this_process_sees_is_a_clear_error(capsys):
     assert jax.device_count() == 1  # the flag of the fresh processes did not leak here
     with pytest.raises(ValueError, match=r"devices=2 but JAX sees 1 device\(s\): cpu:0; on CPU, XLA_FLAGS="):
         parallel.data_mesh(2)
-    with pytest.raises(SystemExit, match=r"convgrad: train: --devices: devices=2 but JAX sees 1 device"):
-        cli.main(["train", "--devices", "2", "--no-progress"])
+    assert cli.main(["train", "--devices", "2", "--no-progress"]) == cli.ExitCode.USAGE
+    assert capsys.readouterr().err.startswith("convgrad: train: --devices: devices=2 but JAX sees 1 device")
 
 
-def test_cluster_flags_need_distributed():
-    with pytest.raises(SystemExit, match=r"--num-processes, --process-id only apply with --distributed"):
-        cli.main(["train", "--num-processes", "2", "--process-id", "1", "--no-progress"])
+def test_cluster_flags_need_distributed(capsys):
+    assert cli.main(["train", "--num-processes", "2", "--process-id", "1", "--no-progress"]) == cli.ExitCode.USAGE
+    assert "--num-processes, --process-id only apply with --distributed" in capsys.readouterr().err
 
 
 def test_verify_devices_runs_the_sharded_check(eight):
@@ -281,7 +283,7 @@ def test_two_processes_train_like_one_device(eight, two_processes):
 
     config = sharding_checks.steps_config("cnn")
     template = train.init_state(MODELS["cnn"], config, train.make_optimizer(config, sharding_checks.STEPS))
-    saved, history = train.load_checkpoint(checkpoint, config, template)
+    saved, history = train.resume_state(checkpoint, config, template)
     assert len(history) == 1
     for path, leaf in jax.tree_util.tree_leaves_with_path(saved):
         np.testing.assert_array_equal(leaf, first[f"state{jax.tree_util.keystr(path)}"])

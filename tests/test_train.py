@@ -11,22 +11,12 @@ import numpy as np
 import pytest
 
 from convgrad import cli, testing, train
-from convgrad.models import KITS, MODELS, loss_fn
+from convgrad.models import KITS, MODELS, Model, loss_fn, make_cnn
 from convgrad.ops import conv_formulations
 
 
-def tiny_dataset(n_train: int = 192, n_test: int = 64, seed: int = 0) -> train.Dataset:
-    """Random images whose labels a linear classifier can learn (a fixed random projection's argmax)."""
-    rng = np.random.default_rng(seed)
-    projection = rng.standard_normal((784, 10))
-    images = rng.standard_normal((n_train + n_test, 28, 28)).astype(np.float32)
-    labels = np.argmax(images.reshape(len(images), -1) @ projection, axis=1).astype(np.int32)
-    return train.Dataset(
-        jnp.asarray(images[:n_train]),
-        jnp.asarray(labels[:n_train]),
-        jnp.asarray(images[n_train:]),
-        jnp.asarray(labels[n_train:]),
-    )
+def tiny_dataset(n_train: int = 192, n_test: int = 64) -> train.Dataset:
+    return train.synthetic_dataset(n_train, n_test)
 
 
 TINY = train.TrainConfig(model="mlp", epochs=3, batch_size=32, lr=1e-3, seed=3)
@@ -113,22 +103,38 @@ def test_resume_refuses_another_configuration(tmp_path):
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
+    with pytest.raises(train.CheckpointError, match=r"checkpoint\.safetensors: no checkpoint here to resume from"):
         train.train(TINY, tiny_dataset(), checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_an_unusable_checkpoint_dir_is_refused_before_the_first_epoch(tmp_path):
+    existing = tmp_path / "file"
+    existing.write_text("")
+    with pytest.raises(train.ConfigError, match=f"^train: checkpoint_dir='{existing}' is a file, not a directory$"):
+        train.train(TINY, tiny_dataset(), checkpoint_dir=existing, progress=False, on_epoch=_interrupt_after(1))
+
+
+def test_resume_needs_a_checkpoint_dir_and_says_so_in_the_library_names():
+    with pytest.raises(train.ConfigError, match=r"^train: resume=True needs a checkpoint_dir$"):
+        train.train(TINY, tiny_dataset(), resume=True, progress=False)
 
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("model", "resnet", "model='resnet' is not one of"),
-        ("batch_size", 0, "batch_size must be a positive int"),
-        ("lr", 0.0, "lr must be positive"),
+        ("batch_size", 0, "batch_size=0 is not a positive int"),
+        ("epochs", 2.5, "epochs=2.5 is not a positive int"),
+        ("lr", 0.0, "lr=0.0 is not positive"),
         ("grads", "numeric", "grads='numeric' is not one of"),
+        ("optimizer", "rmsprop", r"optimizer='rmsprop' is not one of \['adam', 'sgd'\]"),
+        ("schedule", "linear", r"schedule='linear' is not one of \['cosine', 'constant'\]"),
     ],
 )
 def test_bad_config(field, value, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(train.ConfigError, match=f"^train: {message}") as raised:
         train.TrainConfig(**{**vars(TINY), field: value})
+    assert raised.value.argument == field and raised.value.value == value
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -137,9 +143,9 @@ def test_custom_and_autodiff_gradients_agree(name):
     data = tiny_dataset()
     model = MODELS[name]
     params = model.init(jax.random.key(0))
-    batch = (data.train_x[:32], data.train_y[:32])
-    custom = jax.jit(jax.grad(loss_fn(model, KITS["custom"])))(params, *batch)
-    autodiff = jax.jit(jax.grad(loss_fn(model, KITS["autodiff"])))(params, *batch)
+    batch = (model.init_state(), data.train_x[:32], data.train_y[:32])
+    custom, _ = jax.jit(jax.grad(loss_fn(model, KITS["custom"]), has_aux=True))(params, *batch)
+    autodiff, _ = jax.jit(jax.grad(loss_fn(model, KITS["autodiff"]), has_aux=True))(params, *batch)
     for path, got in jax.tree_util.tree_leaves_with_path(custom):
         want = dict(jax.tree_util.tree_leaves_with_path(autodiff))[path]
         testing.assert_close(got, np.asarray(want, np.float64), what=f"{name} gradient {jax.tree_util.keystr(path)}")
@@ -211,6 +217,81 @@ def test_cli_train_writes_the_report(mnist_path, tmp_path, capsys):
     assert "test accuracy" in capsys.readouterr().out
 
 
-def test_cli_train_without_data_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="MNIST files missing"):
-        cli.main(["train", "--data-dir", str(tmp_path), "--no-progress"])
+def test_cli_train_without_data_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["train", "--data-dir", str(tmp_path), "--no-progress"]) == cli.ExitCode.DATA
+    assert capsys.readouterr().err.startswith(f"convgrad: train: MNIST files missing from {tmp_path}")
+
+
+# ---------------------------------------------------------------------------- a model with state
+
+
+def _counting_model() -> Model:
+    """The linear model, plus a state that counts the training steps; evaluation predicts ``steps % 10`` for all.
+
+    A stand-in for batch normalization's running statistics: the state changes in
+    every training step, and evaluation reads it (and only it).
+    """
+    linear = MODELS["linear"]
+
+    def apply(kit, params, model_state, images, training):
+        if training:
+            logits, _ = linear.apply(kit, params, {}, images, True)
+            return logits, {"steps": model_state["steps"] + 1}
+        predicted = jax.nn.one_hot(model_state["steps"] % 10, 10)
+        return jnp.broadcast_to(100.0 * predicted, (images.shape[0], 10)), model_state
+
+    return Model("counting", "linear, counting its steps", linear.init, apply, lambda: {"steps": jnp.int32(0)})
+
+
+@pytest.fixture
+def counting(monkeypatch) -> train.TrainConfig:
+    monkeypatch.setitem(MODELS, "counting", _counting_model())
+    return train.TrainConfig(**{**vars(TINY), "model": "counting"})  # 6 steps per epoch of tiny_dataset
+
+
+def test_the_model_state_goes_through_every_step_and_evaluation_reads_it(counting):
+    data = tiny_dataset()
+    state, report = train.train(counting, data, progress=False)
+    assert int(state.model_state["steps"]) == 3 * 6
+    labels = np.asarray(data.test_y)
+    assert [r["test_accuracy"] for r in report["history"]] == [np.mean(labels == s % 10) for s in (6, 12, 18)]
+    linear, _ = train.train(train.TrainConfig(**{**vars(TINY), "model": "linear"}), data, progress=False)
+    for a, b in zip(jax.tree.leaves(linear.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)  # the state does not change the trained parameters
+
+
+def test_the_model_state_is_checkpointed_and_resumed_exactly(counting, tmp_path):
+    data = tiny_dataset()
+    uninterrupted, report = train.train(counting, data, progress=False)
+    _run_until(1, counting, data, tmp_path)
+    _, saved, _ = train.load_checkpoint(tmp_path / train.CHECKPOINT)
+    assert int(saved["model_state"]["steps"]) == 6
+    resumed, resumed_report = train.train(counting, data, checkpoint_dir=tmp_path, resume=True, progress=False)
+    for a, b in zip(_leaves(uninterrupted), _leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(resumed.model_state["steps"]) == 18
+    assert [r["test_accuracy"] for r in resumed_report["history"]] == [r["test_accuracy"] for r in report["history"]]
+
+
+# ---------------------------------------------------------------------------- the cnn in either layout
+
+
+def test_the_cnn_in_nchw_computes_the_nhwc_function(monkeypatch):
+    """One definition, two layouts: from the same key, the same logits and the same gradients (transposed)."""
+    monkeypatch.setitem(conv_formulations.FORMULATIONS, "auto", conv_formulations.FORMULATIONS["textbook"])
+    nhwc, nchw = make_cnn("NHWC"), make_cnn("NCHW")
+    params_nhwc, params_nchw = nhwc.init(jax.random.key(0)), nchw.init(jax.random.key(0))
+    np.testing.assert_array_equal(params_nchw["conv1"]["w"], np.transpose(params_nhwc["conv1"]["w"], (3, 2, 0, 1)))
+    images, labels = tiny_dataset(n_train=8).train_x[:8], tiny_dataset(n_train=8).train_y[:8]
+    results = []
+    for model, params in ((nhwc, params_nhwc), (nchw, params_nchw)):
+        loss = loss_fn(model, KITS["custom"])
+        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(params, {}, images, labels)
+        results.append((value, grads))
+    (value_nhwc, grads_nhwc), (value_nchw, grads_nchw) = results
+    testing.assert_close(value_nchw, np.float64(value_nhwc), what="loss")
+    testing.assert_close(
+        np.transpose(grads_nchw["conv0"]["w"], (2, 3, 1, 0)), np.asarray(grads_nhwc["conv0"]["w"], np.float64),
+        what="conv0 weight gradient",
+    )  # fmt: skip
+    testing.assert_close(grads_nchw["dense1"]["w"], np.asarray(grads_nhwc["dense1"]["w"], np.float64), what="dense1")
