@@ -14,6 +14,7 @@ the transpose of (padding ``(p, p - output_padding)``, see
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from functools import partial
 
@@ -24,7 +25,6 @@ from jax.typing import ArrayLike
 
 from convgrad.ops import arguments, conv_textbook
 from convgrad.ops.geometry import ConvGeometry, conv_transpose_output_size, conv_transpose_padding, dilated_extent
-from convgrad.ops.precision import accumulator_dtype
 from convgrad.ops.replicas import like_primal
 
 
@@ -219,7 +219,11 @@ def _conv_transpose_bwd(geometry, out_spatial, residuals, g):
     terms (a zero-size ``x``, ``w`` or ``g``) every sum is empty: zero gradients.
     """
     x, w, b = residuals
-    b_grad = None if b is None else like_primal(bias_grad(g, geometry).astype(b.dtype), b)
+    b_grad = (
+        None
+        if b is None
+        else like_primal(conv_textbook.conv_bias_grad(g, output_geometry(geometry)).astype(b.dtype), b)
+    )
     if conv_textbook.has_no_terms(x, w, g):
         return jnp.zeros_like(x), jnp.zeros_like(w), b_grad
     x_grad = conv_textbook.conv_forward(g, w, None, geometry)
@@ -251,11 +255,14 @@ def conv_transpose_forward(
     return y + b.reshape([-1 if axis == dn.lhs_spec[1] else 1 for axis in range(y.ndim)])
 
 
-def bias_grad(g: jax.Array, geometry: ConvGeometry) -> jax.Array:
-    """``db[o] = sum_{n, *j} g[n, o, *j]``, accumulated in at least float32 (``g`` is laid out as the output,
-    which is the input layout ``lhs_spec`` of the convolution this op transposes)."""
-    axes = (geometry.dn.lhs_spec[0], *geometry.dn.lhs_spec[2:])
-    return jnp.sum(g, axis=axes, dtype=accumulator_dtype(g.dtype))
+def output_geometry(geometry: ConvGeometry) -> ConvGeometry:
+    """``geometry`` with input and output layouts exchanged: this op's own view, whose output is its ``y``.
+
+    The bias gradient sums ``g`` over every axis but the channel axis of ``y``, which is
+    the *input* layout of the convolution this op transposes.
+    """
+    dn = geometry.dn
+    return dataclasses.replace(geometry, dn=lax.ConvDimensionNumbers(dn.out_spec, dn.rhs_spec, dn.lhs_spec))
 
 
 def zero_insert(x: ArrayLike, stride: int | tuple[int, ...]) -> jax.Array:
