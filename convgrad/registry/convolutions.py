@@ -515,13 +515,15 @@ def sample_lax_transpose(draw: Draw) -> Case:
     kernel = tuple(draw.integer(1, 2 if small else 3) for _ in range(n))
     in_spatial = tuple(draw.integer(1, 3 if small else 4) for _ in range(n))
     options = {}
+    dilation = (1,) * n
     if draw.choice([False, True]):
-        options["rhs_dilation"] = tuple(draw.integer(1, 2) for _ in range(n))
+        dilation = options["rhs_dilation"] = tuple(draw.integer(1, 2) for _ in range(n))
     form = draw.choice(["SAME", "VALID", "pairs", "consistent"])
     if form in ("SAME", "VALID"):
         padding = form
-    else:
-        padding = tuple((draw.integer(0, 2), draw.integer(0, 2)) for _ in range(n))
+    else:  # a forward padding (consistent) up to the dilated kernel's extent - 1, which pads the dilated input >= 0
+        most = [min(2, (k - 1) * d) if form == "consistent" else 2 for k, d in zip(kernel, dilation)]
+        padding = tuple((draw.integer(0, m), draw.integer(0, m)) for m in most)
         options["use_consistent_padding"] = form == "consistent"
     if draw.choice([False, True]):
         options["transpose_kernel"] = True
