@@ -1,5 +1,6 @@
 """convgrad: hand-derived VJPs for convolutional networks, and the tools to verify them."""
 
+from convgrad import lax as lax
 from convgrad.ops.activations import log_softmax as log_softmax
 from convgrad.ops.activations import relu as relu
 from convgrad.ops.activations import sigmoid as sigmoid
@@ -17,6 +18,7 @@ from convgrad.ops.normalization import batch_norm as batch_norm
 from convgrad.ops.normalization import group_norm as group_norm
 from convgrad.ops.normalization import instance_norm as instance_norm
 from convgrad.ops.normalization import layer_norm as layer_norm
+from convgrad.ops.padding import pad as pad
 from convgrad.ops.pooling import avg_pool as avg_pool
 from convgrad.ops.pooling import max_pool as max_pool
 from convgrad.ops.pooling import max_unpool as max_unpool
@@ -34,11 +36,13 @@ __all__ = [
     "flip_and_swap",
     "group_norm",
     "instance_norm",
+    "lax",
     "layer_norm",
     "log_softmax",
     "max_pool",
     "max_unpool",
     "mse",
+    "pad",
     "relu",
     "sigmoid",
     "softmax",

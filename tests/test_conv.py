@@ -159,19 +159,29 @@ BAD_INPUTS = [
     ((X, W), {"stride": (1, 2, 3)}, ValueError, r"stride must be an int or 2 ints .* got stride=\(1, 2, 3\)"),
     ((X, W), {"stride": 1.5}, TypeError, "stride must be an int"),
     ((X, W), {"dilation": 0}, ValueError, "dilation must be positive, got dilation=0"),
-    ((X, W), {"padding": -1}, ValueError, "padding=-1"),
+    ((X, W), {"padding": -5}, ValueError, r"padding=-5 crops more than the input holds along spatial dim 0: .* < 0"),
+    ((X, W), {"padding": ((1, 1), (-9, 0))}, ValueError, "crops more than the input holds along spatial dim 1"),
     ((X, W), {"padding": "FULL"}, ValueError, "padding=.FULL."),
     ((X, W), {"padding": ((1, 2, 3), (0, 0))}, ValueError, "padding="),
     ((X, W), {"padding": (1, 2, 3)}, ValueError, r"padding=\(1, 2, 3\)"),
     ((X, W), {"padding": 1.0}, TypeError, "padding=1.0"),
+    ((X[0, 0], W), {}, ValueError, r"x and w must have the same rank .*, or 3 for one unbatched .* x.shape=\(8, 8\)"),
+    ((X, W[:, :, :0]), {}, ValueError, r"every kernel spatial size must be positive, got kernel \(0, 3\)"),
+    ((X, W), {"padding_mode": "mirror"}, ValueError, r"padding_mode='mirror' is not one of \['zeros', 'reflect'"),
+    ((X, W), {"padding_mode": None}, ValueError, r"padding_mode=None is not one of"),
     (
-        (np.zeros((2, 4, 2, 2), np.float32), W),
-        {},
+        (X, W),
+        {"padding": 8, "padding_mode": "reflect"},
         ValueError,
-        "output would be empty along spatial dim 0: input size 2",
+        r"padding_mode='reflect' needs widths < the axis size 8, got padding=8 along spatial dim 0 of size 8",
     ),
-    ((np.zeros((2, 4, 2, 8), np.float32), W), {"dilation": (2, 1), "padding": 1}, ValueError, "dilated kernel 5"),
-    ((X[0], W), {}, ValueError, r"x and w must have the same rank .* x.shape=\(4, 8, 8\)"),
+    ((X, W), {"padding": 9, "padding_mode": "circular"}, ValueError, r"'circular' needs widths <= the axis size 8"),
+    (
+        (X, W),
+        {"padding": (-1, 1), "padding_mode": "replicate"},
+        ValueError,
+        r"needs widths >= 0, got padding=\(-1, 1\)",
+    ),
     ((X, W[0, 0]), {}, ValueError, r"w must have 3 to 5 dims .* w.shape=\(3, 3\)"),
     ((np.zeros((1, 1, 1, 1, 1, 1, 1)), np.zeros((1, 1, 1, 1, 1, 1, 1))), {}, ValueError, "w must have 3 to 5 dims"),
     ((X.astype(np.int32), W), {}, TypeError, "x must have a real floating dtype .* x.dtype=int32"),
@@ -311,3 +321,126 @@ def test_winograd_outside_its_geometry_is_a_clear_error(w_shape, options):
     x = np.ones((1, 3, 8, 8), np.float32)
     with pytest.raises(ValueError, match=r"^conv: formulation='winograd' computes 2-D 3x3 convolutions with stride 1"):
         convgrad.conv(x, np.ones(w_shape, np.float32), formulation="winograd", **options)
+
+
+# ---------------------------------------------------------------------------- padding modes, lax padding, unbatched
+
+X5, W3 = jnp.array([[[1.0, 2.0, 3.0, 4.0, 5.0]]]), jnp.ones((1, 1, 3))
+
+
+def test_reflect_padding_by_hand():
+    """x = [1..5], 3 ones, padding 1 reflect: x_pad = [2, 1, 2, 3, 4, 5, 4], y = [5, 6, 9, 12, 13].
+
+    With g = ones, x_pad's gradient counts the windows over each sample, [1, 2, 3, 3, 3, 2, 1]; reflect folds
+    the two border samples (copies of x[1] and x[3]) back: dx = [2, 1 + 3, 3, 3 + 1, 2] = [2, 4, 3, 4, 2].
+    """
+    y, vjp = jax.vjp(lambda x: convgrad.conv(x, W3, padding=1, padding_mode="reflect"), X5)
+    np.testing.assert_array_equal(y[0, 0], [5, 6, 9, 12, 13])
+    np.testing.assert_array_equal(vjp(jnp.ones_like(y))[0][0, 0], [2, 4, 3, 4, 2])
+
+
+def test_negative_padding_crops_by_hand():
+    """padding (-1, 1) over [1..5] with 2 ones: x_pad = [2, 3, 4, 5, 0], y = [5, 7, 9, 5]; the cropped x[0] gets
+    no gradient and the others the windows over them, dx = [0, 1, 2, 2, 2]."""
+    y, vjp = jax.vjp(lambda x: convgrad.conv(x, jnp.ones((1, 1, 2)), padding=((-1, 1),)), X5)
+    np.testing.assert_array_equal(y[0, 0], [5, 7, 9, 5])
+    np.testing.assert_array_equal(vjp(jnp.ones_like(y))[0][0, 0], [0, 1, 2, 2, 2])
+
+
+def test_same_lower_puts_the_odd_zero_low():
+    """x = [1, 2, 3, 4], w = [1, 10]: one zero of padding; SAME puts it high ([21, 32, 43, 4]), SAME_LOWER low
+    ([10, 21, 32, 43]), as lax does."""
+    x, w = jnp.array([[[1.0, 2.0, 3.0, 4.0]]]), jnp.array([[[1.0, 10.0]]])
+    np.testing.assert_array_equal(convgrad.conv(x, w, padding="SAME")[0, 0], [21, 32, 43, 4])
+    np.testing.assert_array_equal(convgrad.conv(x, w, padding="same_lower")[0, 0], [10, 21, 32, 43])
+    np.testing.assert_array_equal(convgrad.conv(x, w, padding="SAME_LOWER"), autodiff.conv(x, w, padding="SAME_LOWER"))
+
+
+def test_no_window_fits_gives_an_empty_output_and_zero_gradients():
+    """A 3x3 kernel over 2 rows: y is (N, O, 0, W'), as lax returns; dx and dw are zeros, db the empty sum."""
+    x, w, b = jnp.ones((2, 4, 2, 8)), jnp.ones((6, 4, 3, 3)), jnp.ones(6)
+    y, vjp = jax.vjp(convgrad.conv, x, w, b)
+    assert y.shape == (2, 6, 0, 6) == autodiff.conv(x, w, b).shape
+    dx, dw, db = vjp(jnp.ones_like(y))
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
+    assert not dx.any() and not dw.any() and not db.any()
+
+
+@pytest.mark.parametrize("layout", [None, ("NHWC", "HWIO", "NHWC"), ("HWCN", "OIHW", "CNHW")])
+def test_unbatched_input_is_one_example(layout):
+    """PyTorch's rule: x with one axis fewer than w is one example; y and the gradients are the batch-of-one's,
+    without the batch axis (which sits where the layout's N does)."""
+    rng = np.random.default_rng(3)
+    lhs, rhs, out = layout or ("NCHW", "OIHW", "NCHW")
+    x = np.transpose(rng.standard_normal((1, 4, 6, 5)), ["NCHW".index(c) for c in lhs])
+    w = np.transpose(rng.standard_normal((6, 2, 3, 2)), ["OIHW".index(c) for c in rhs])
+    b = rng.standard_normal(6)
+    kw = dict(stride=(2, 1), padding=1, groups=2, dimension_numbers=layout)
+    single = np.squeeze(x, lhs.index("N"))
+    y, vjp = jax.vjp(lambda x, w, b: convgrad.conv(x, w, b, **kw), single, w, b)
+    y1, vjp1 = jax.vjp(lambda x, w, b: convgrad.conv(x, w, b, **kw), x, w, b)
+    np.testing.assert_allclose(y, np.squeeze(y1, out.index("N")), rtol=1e-12)
+    g = rng.standard_normal(y.shape)
+    grads, grads1 = vjp(g), vjp1(np.expand_dims(g, out.index("N")))
+    np.testing.assert_allclose(grads[0], np.squeeze(grads1[0], lhs.index("N")), rtol=1e-12)
+    np.testing.assert_allclose(grads[1], grads1[1], rtol=1e-12)
+    np.testing.assert_allclose(grads[2], grads1[2], rtol=1e-12)
+
+
+TORCH_PADDING_CASES = [
+    # (x shape, w shape, Conv options)
+    ((2, 4, 7, 6), (6, 2, 3, 3), dict(stride=2, padding=(2, 1), dilation=(1, 2), groups=2)),
+    ((2, 3, 9), (4, 3, 4), dict(stride=1, padding=3, dilation=2, groups=1)),
+    ((1, 2, 4, 5, 3), (2, 2, 2, 3, 2), dict(stride=1, padding=1, dilation=1, groups=1)),
+    ((3, 5, 6), (4, 3, 3, 2), dict(stride=1, padding="same", dilation=1, groups=1)),  # unbatched, "same"
+]
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize(("x_shape", "w_shape", "options"), TORCH_PADDING_CASES, ids=["2d", "1d", "3d", "unbatched"])
+def test_padding_modes_match_torch(mode, x_shape, w_shape, options):
+    """torch.nn.Conv*d(padding_mode=...): the output and the gradients of x, w and b, in float64."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(4)
+    x, w, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    y, vjp = jax.vjp(lambda x, w, b: convgrad.conv(x, w, b, padding_mode=mode, **options), x, w, b)
+    n = len(w_shape) - 2
+    module = getattr(torch.nn, f"Conv{n}d")(
+        w_shape[1] * options["groups"], w_shape[0], w_shape[2:], padding_mode=mode, dtype=torch.float64, **options
+    )
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor(w))
+        module.bias.copy_(torch.tensor(b))
+    xt = torch.tensor(x, requires_grad=True)
+    yt = module(xt)
+    g = rng.standard_normal(tuple(yt.shape))
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dx, dw, db = vjp(g)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dw, module.weight.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(db, module.bias.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the im2col formulation is chosen on CPU only")
+def test_auto_skips_the_im2col_weight_gradient_whose_patches_outgrow_its_operands():
+    """One input channel and a 5x5 kernel (25 patch rows) but one output channel: the patch matrix would be ~10x
+    the input and cotangent, so dw is a convolution; with 8 output channels (~2.6x) it stays im2col. The
+    forward stays im2col either way (it builds no patch matrix)."""
+    assert _convolutions((4, 1, 10, 10), (1, 1, 5, 5), "auto", wrt=()) == 0
+    assert _convolutions((4, 1, 10, 10), (1, 1, 5, 5), "auto") == 1
+    assert _convolutions((4, 1, 10, 10), (8, 1, 5, 5), "auto") == 0
+
+
+MODULES = ["conv", "conv_textbook", "conv_transpose", "conv_lax", "padding", "conv_formulations", "conv_im2col"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module):
+    """The Examples blocks of the convolution family's docstrings run and print what they show."""
+    import doctest
+    import importlib
+
+    with jax.enable_x64(False):
+        failures, _ = doctest.testmod(importlib.import_module(f"convgrad.ops.{module}"), optionflags=doctest.ELLIPSIS)
+    assert failures == 0

@@ -333,24 +333,43 @@ BAD_INPUTS = [
         (X, np.zeros((6, 3, 3, 3), np.float32)),
         {},
         ValueError,
-        r"channel mismatch: x has in_channels=4 but w.shape=\(6, 3, 3, 3\) has w.shape\[0\]=6",
+        r"channel mismatch: x has in_channels=4 but w.shape=\(6, 3, 3, 3\) has 6 input channels",
     ),
     ((X, W), {"stride": 0}, ValueError, "stride must be positive, got stride=0"),
     ((X, W), {"stride": (1, 2, 3)}, ValueError, r"stride must be an int or 2 ints .* got stride=\(1, 2, 3\)"),
     ((X, W), {"dilation": 0}, ValueError, "dilation must be positive, got dilation=0"),
     (
         (np.zeros((2, 4, 1, 5), np.float32), W),
-        {"padding": 2},
+        {"padding": 3},
         ValueError,
-        r"output would be empty along spatial dim 0: .* = \(1 - 1\) \* 1 \+ 3 - 2 \* 2 \+ 0 = -1 < 1",
+        r"padding=3 crops more than the output holds along spatial dim 0: .* = -1 < 0 samples",
     ),
     (
         (np.zeros((2, 4, 5, 1), np.float32), np.zeros((4, 3, 3, 2), np.float32)),
-        {"padding": 1},
+        {"padding": (0, 3)},
         ValueError,
-        r"output would be empty along spatial dim 1: .* = 0 < 1",
+        r"crops more than the output holds along spatial dim 1: .* = -3 < 0 samples",
     ),
-    ((X[0], W), {}, ValueError, r"x and w must have the same rank .* x.shape=\(4, 5, 5\)"),
+    ((X, W[:, :, :0]), {}, ValueError, r"every kernel spatial size must be positive, got kernel \(0, 3\)"),
+    ((X, W), {"stride": 2, "output_size": (10, 11)}, ValueError, r"requested output_size=\(10, 11\), but valid sizes"),
+    (
+        (X, W),
+        {"stride": 2, "output_size": (9, 12)},
+        ValueError,
+        r"valid sizes range from \(11, 11\) to \(12, 12\) \(for an input of spatial size \(5, 5\)\)",
+    ),
+    ((X, W), {"stride": 2, "output_size": (11, 11), "output_padding": 1}, ValueError, "output_padding or output_size"),
+    ((X, W), {"output_size": (11, 11, 11)}, ValueError, r"output_size must be 2 ints >= 0 .* got output_size=\(11, 11"),
+    ((X, W), {"output_size": (11, "a")}, TypeError, "output_size must be 2 ints"),
+    ((X, W), {"dimension_numbers": ("NHWC", "HWIO")}, TypeError, "dimension_numbers must be None or three layout"),
+    ((X, W), {"dimension_numbers": ("NHWC", "HWXO", "NHWC")}, ValueError, "kernel layout 'HWXO' must contain"),
+    (
+        (X, W),
+        {"dimension_numbers": ("NHWC", "HWIO", "NHWC")},
+        ValueError,
+        r"channel mismatch: x has in_channels=5 but w.shape=\(4, 3, 3, 3\) has 3 input channels",
+    ),
+    ((X[0, 0], W), {}, ValueError, r"x and w must have the same rank .*, or 3 for one unbatched .* x.shape=\(5, 5\)"),
     ((X, W[0, 0]), {}, ValueError, r"w must have 3 to 5 dims \(\(C_in, C_out/groups, \*kernel\) .* w.shape=\(3, 3\)"),
     ((X.astype(np.int32), W), {}, TypeError, "x must have a real floating dtype .* x.dtype=int32"),
     ((X, W.astype(np.complex64)), {}, TypeError, "w must have a real floating dtype .* w.dtype=complex64"),
@@ -391,3 +410,83 @@ def test_bad_input_raises_a_clear_error(args, kwargs, error, message):
 def test_zero_insert_bad_input(args, error, message):
     with pytest.raises(error, match=message):
         convgrad.zero_insert(*args)
+
+
+# ---------------------------------------------------------------------------- layouts, output_size, unbatched, empty
+
+
+def test_output_size_picks_the_output_padding_by_hand():
+    """x = [1, 2], w = [1, 10, 100], stride 2: the footprint is 5 samples; output_size 6 is output_padding 1
+    (one zero past y_full), as in HAND_CASES; sizes 5 and 6 are reachable ((in - 1) s + k + [0, s - 1])."""
+    x, w = jnp.array([[[1.0, 2.0]]]), jnp.array([[[1.0, 10.0, 100.0]]])
+    np.testing.assert_array_equal(
+        convgrad.conv_transpose(x, w, stride=2, output_size=(6,))[0, 0], [1, 10, 102, 20, 200, 0]
+    )
+    np.testing.assert_array_equal(
+        convgrad.conv_transpose(x, w, stride=2, output_size=[1, 1, 5])[0, 0], [1, 10, 102, 20, 200]
+    )
+
+
+def test_output_size_matches_torch():
+    """torch.nn.ConvTranspose2d.forward(x, output_size=...) with stride, padding, dilation and groups."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x, w, b = rng.standard_normal((2, 4, 3, 5)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(6)
+    module = torch.nn.ConvTranspose2d(4, 6, (3, 2), stride=(3, 2), padding=(1, 0), dilation=(1, 2), groups=2)
+    module = module.double()
+    with torch.no_grad():
+        module.weight.copy_(torch.tensor(w))
+        module.bias.copy_(torch.tensor(b))
+    for size in [(7, 11), (8, 12), (9, 11)]:
+        xt = torch.tensor(x, requires_grad=True)
+        yt = module(xt, output_size=size)
+        g = rng.standard_normal(tuple(yt.shape))
+        yt.backward(torch.tensor(g))
+        options = dict(stride=(3, 2), padding=(1, 0), dilation=(1, 2), groups=2, output_size=size)
+        y, vjp = jax.vjp(lambda x, w, b, options=options: convgrad.conv_transpose(x, w, b, **options), x, w, b)
+        np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(vjp(g)[0], xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+        module.zero_grad()
+
+
+@pytest.mark.parametrize("layout", [("NHWC", "HWIO", "NHWC"), ("CHWN", "OIWH", "NWHC")])
+def test_layouts_agree_with_channel_first(layout):
+    """conv_transpose in another layout is the channel-first one transposed, value and gradients: I marks w's
+    axis of input channels, O its axis of output channels per group."""
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((2, 4, 3, 5)), rng.standard_normal((4, 3, 3, 2)), rng.standard_normal(6)
+    lhs, rhs, out = layout
+    to = lambda a, src, dst: np.transpose(a, [src.index(c) for c in dst])
+    options = dict(stride=2, padding=(1, 0), output_padding=(1, 0), groups=2)
+    y, vjp = jax.vjp(lambda x, w, b: convgrad.conv_transpose(x, w, b, **options), x, w, b)
+    # per-dim arguments follow the kernel's spatial order ("OIWH": W first)
+    order = [c for c in rhs if c in "HW"]
+    in_order = {k: tuple(v["HW".index(c)] for c in order) for k, v in options.items() if isinstance(v, tuple)}
+    f = lambda x, w, b: convgrad.conv_transpose(x, w, b, dimension_numbers=layout, **{**options, **in_order})
+    y_l, vjp_l = jax.vjp(f, to(x, "NCHW", lhs), to(w, "IOHW", rhs), b)
+    np.testing.assert_allclose(y_l, to(y, "NCHW", out), rtol=1e-12)
+    g = rng.standard_normal(y.shape)
+    dx, dw, db = vjp(g)
+    dx_l, dw_l, db_l = vjp_l(to(g, "NCHW", out))
+    np.testing.assert_allclose(dx_l, to(dx, "NCHW", lhs), rtol=1e-12)
+    np.testing.assert_allclose(dw_l, to(dw, "IOHW", rhs), rtol=1e-12)
+    np.testing.assert_allclose(db_l, db, rtol=1e-12)
+
+
+def test_unbatched_input_is_one_example():
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((1, 3, 4, 4)), rng.standard_normal((3, 2, 3, 3))
+    y1, vjp1 = jax.vjp(lambda x: convgrad.conv_transpose(x, w, stride=2, output_size=(9, 10)), x)
+    y, vjp = jax.vjp(lambda x: convgrad.conv_transpose(x, w, stride=2, output_size=(2, 9, 10)), x[0])
+    np.testing.assert_allclose(y, y1[0], rtol=1e-12)
+    g = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(vjp(g)[0], vjp1(g[None])[0][0], rtol=1e-12)
+
+
+def test_an_output_with_no_samples_is_empty_with_zero_gradients():
+    """in 1, k 3, padding 2: (1 - 1) * 1 + 3 - 4 = -1 by PyTorch's formula, which lax clamps to 0 samples."""
+    x, w, b = jnp.ones((2, 4, 1, 5)), jnp.ones((4, 3, 3, 3)), jnp.ones(3)
+    y, vjp = jax.vjp(lambda x, w, b: convgrad.conv_transpose(x, w, b, padding=(2, 0)), x, w, b)
+    assert y.shape == (2, 3, 0, 7) == autodiff.conv_transpose(x, w, b, padding=(2, 0)).shape
+    dx, dw, db = vjp(jnp.ones_like(y))
+    assert not dx.any() and not dw.any() and not db.any() and db.shape == (3,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -127,3 +128,64 @@ def test_tap_grad_padding(n_in, k, s, lo, hi, seed):
         zero_inserted[::s] = g
         got = _pad(zero_inserted, *geometry.tap_grad_padding(n_in, t, s, (lo, hi), out))
         np.testing.assert_array_equal(got, expected[lo : lo + n_in])
+
+
+# ---------------------------------------------------------------------------- lax's arithmetic
+
+signed = st.integers(-3, 4)
+
+
+@cheap
+@given(st.integers(0, 12), small, small, small, small, signed, signed)
+def test_conv_general_output_size_counts_windows(n_in, k, s, d, a, lo, hi):
+    """Windows of the dilated (a - 1 zeros between samples), padded (negative: cropped) input: lax's count,
+    0 when none fits (never negative)."""
+    assume(geometry.dilated_extent(n_in, a) + lo + hi >= 0)
+    padded = geometry.dilated_extent(n_in, a) + lo + hi
+    count = sum(1 for start in range(0, padded, s) if start + (k - 1) * d < padded)
+    assert geometry.conv_general_output_size(n_in, k, s, (lo, hi), d, a) == count
+    shape = jax.eval_shape(
+        lambda x, w: lax.conv_general_dilated(x, w, (s,), [(lo, hi)], lhs_dilation=(a,), rhs_dilation=(d,)),
+        jax.ShapeDtypeStruct((1, 1, n_in), np.float32),
+        jax.ShapeDtypeStruct((1, 1, k), np.float32),
+    ).shape
+    assert shape[-1] == count
+
+
+@cheap
+@given(sizes, small, small, small)
+def test_same_lower_padding_matches_lax(n_in, k, s, d):
+    (expected,) = lax.padtype_to_pads((n_in,), (geometry.dilated_size(k, d),), (s,), "SAME_LOWER")
+    assert geometry.same_lower_padding(n_in, k, s, d) == tuple(expected)
+
+
+@cheap
+@given(sizes, small, small, small, st.sampled_from(["SAME", "VALID", (0, 0), (1, 2), (2, 0)]))
+def test_lax_conv_transpose_padding_is_lax_s(n_in, k, s, d, padding):
+    """lax.conv_transpose(..., use_consistent_padding=True) is the s-dilated input padded by these pairs."""
+    pads = geometry.lax_conv_transpose_padding(geometry.dilated_size(k, d), s, padding)
+    assume(geometry.dilated_extent(n_in, s) + sum(pads) >= 0)  # else lax refuses both
+    x, w = jax.ShapeDtypeStruct((1, n_in, 1), np.float32), jax.ShapeDtypeStruct((k, 1, 1), np.float32)
+    spec = ("NHC", "HIO", "NHC")
+    got = jax.eval_shape(
+        lambda x, w: lax.conv_general_dilated(x, w, (1,), [pads], (s,), (d,), dimension_numbers=spec), x, w
+    )
+    transposed = lambda x, w: lax.conv_transpose(
+        x, w, (s,), padding if isinstance(padding, str) else [padding], (d,), spec, use_consistent_padding=True
+    )
+    assert got.shape == jax.eval_shape(transposed, x, w).shape
+    # and the values, with every sample and tap distinct
+    xs, ws = np.arange(1.0, n_in + 1).reshape(1, n_in, 1), np.arange(1.0, k + 1).reshape(k, 1, 1)
+    direct = lax.conv_general_dilated(xs, ws, (1,), [pads], (s,), (d,), dimension_numbers=spec)
+    np.testing.assert_array_equal(direct, transposed(xs, ws))
+
+
+@cheap
+@given(sizes, small, small, small, st.integers(0, 3), st.integers(0, 3))
+def test_conv_transpose_output_padding_inverts_the_output_size(n_in, k, s, d, p, output_padding):
+    n_out = geometry.conv_transpose_output_size(n_in, k, s, p, d, output_padding)
+    assert geometry.conv_transpose_output_padding(n_out, n_in, k, s, p, d) == output_padding
+
+
+def test_dilated_extent_is_zero_for_no_samples():
+    assert [geometry.dilated_extent(n, 3) for n in range(4)] == [0, 1, 4, 7]

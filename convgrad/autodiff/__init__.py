@@ -13,7 +13,10 @@ from convgrad.autodiff.activations import sigmoid as sigmoid
 from convgrad.autodiff.activations import softmax as softmax
 from convgrad.autodiff.activations import tanh as tanh
 from convgrad.autodiff.convolutions import conv as conv
+from convgrad.autodiff.convolutions import conv_general_dilated as conv_general_dilated
 from convgrad.autodiff.convolutions import conv_transpose as conv_transpose
+from convgrad.autodiff.convolutions import lax_conv_transpose as lax_conv_transpose
+from convgrad.autodiff.convolutions import pad as pad
 from convgrad.autodiff.dense import dense as dense
 from convgrad.autodiff.dropout import dropout as dropout
 from convgrad.autodiff.losses import mse as mse

@@ -19,9 +19,15 @@ from convgrad.loops.activations import softmax_vjp as softmax_vjp
 from convgrad.loops.activations import tanh as tanh
 from convgrad.loops.activations import tanh_vjp as tanh_vjp
 from convgrad.loops.convolutions import conv as conv
+from convgrad.loops.convolutions import conv_general_dilated as conv_general_dilated
+from convgrad.loops.convolutions import conv_general_dilated_vjp as conv_general_dilated_vjp
 from convgrad.loops.convolutions import conv_transpose as conv_transpose
 from convgrad.loops.convolutions import conv_transpose_vjp as conv_transpose_vjp
 from convgrad.loops.convolutions import conv_vjp as conv_vjp
+from convgrad.loops.convolutions import lax_conv_transpose as lax_conv_transpose
+from convgrad.loops.convolutions import lax_conv_transpose_vjp as lax_conv_transpose_vjp
+from convgrad.loops.convolutions import pad as pad
+from convgrad.loops.convolutions import pad_vjp as pad_vjp
 from convgrad.loops.dense import dense as dense
 from convgrad.loops.dense import dense_vjp as dense_vjp
 from convgrad.loops.dropout import dropout as dropout

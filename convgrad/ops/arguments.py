@@ -8,7 +8,10 @@ in_channels=4``. Internals trust what these functions return.
 
 from __future__ import annotations
 
+import math
 import operator
+import os
+import resource
 from collections.abc import Sequence
 
 import jax
@@ -168,20 +171,24 @@ def as_axis(op: str, axis: object, name: str, array: jax.Array) -> int:
     return index % ndim
 
 
-def conv_operands(op: str, x, w, b, kernel_layout: str) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+def conv_operands(
+    op: str, x, w, b, kernel_layout: str, unbatched: bool = False
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """``x``, ``w``, ``b`` as arrays of one floating dtype, ``w`` of rank 3 to 5 and ``x`` of ``w``'s rank.
 
     Shared by ``conv`` and ``conv_transpose``; ``kernel_layout`` names ``w``'s
-    axes in the message (``"(O, C/groups, *kernel)"``).
+    axes in the message (``"(O, C/groups, *kernel)"``). With ``unbatched``, ``x``
+    may also have one axis fewer than ``w`` (one example, PyTorch's rule).
     """
     x = as_float_array(op, "x", x)
     w = as_float_array(op, "w", w)
     b = None if b is None else as_float_array(op, "b", b)
     same_dtype(op, x=x, w=w, b=b)
     ndim_between(op, "w", w, 3, 5, f"{kernel_layout} with 1 to 3 spatial dims")
-    if x.ndim != w.ndim:
+    if x.ndim != w.ndim and not (unbatched and x.ndim == w.ndim - 1):
+        also = f", or {w.ndim - 1} for one unbatched example" if unbatched else ""
         raise ValueError(
-            f"{op}: x and w must have the same rank (batch, channel and {w.ndim - 2} spatial dims), "
+            f"{op}: x and w must have the same rank (batch, channel and {w.ndim - 2} spatial dims){also}, "
             f"got x.shape={tuple(x.shape)}, w.shape={tuple(w.shape)}"
         )
     return x, w, b
@@ -252,3 +259,102 @@ def as_real(
         interval = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
         raise ValueError(f"{op}: {name} must be in {interval}, got {name}={value!r}")
     return real
+
+
+def as_signed_padding(
+    op: str, padding: object, n: int, strings: Sequence[str], name: str = "padding"
+) -> str | tuple[Pair, ...]:
+    """One of ``strings`` (any case, returned upper-case), or ``n`` ``(lo, hi)`` int pairs of any sign.
+
+    From an int, ``n`` ints or ``n`` pairs; a negative value crops, as in lax.
+    ``name`` is the argument's name in the message.
+    """
+    ints = "1 int" if n == 1 else f"{n} ints"
+    message = f"{op}: {name} must be an int, {ints}, {n} (lo, hi) int pair{'s' if n != 1 else ''}" + (
+        f" or one of {', '.join(repr(s) for s in strings)}" if strings else ""
+    )
+    message += f", got {name}={padding!r}"
+    if isinstance(padding, str):
+        if padding.upper() in strings:
+            return padding.upper()
+        raise ValueError(message)
+    entries = padding if isinstance(padding, Sequence) else None
+    if entries is None:
+        entries = [padding] * n
+    elif len(entries) != n:
+        raise ValueError(message)
+    pairs = []
+    for entry in entries:
+        pair = entry if isinstance(entry, Sequence) and not isinstance(entry, str) else (entry, entry)
+        if len(pair) != 2:
+            raise ValueError(message)
+        try:
+            pairs.append(tuple(_signed_int(v) for v in pair))
+        except TypeError:
+            raise TypeError(message) from None
+    return tuple(pairs)
+
+
+def _signed_int(value: object) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError
+    return operator.index(value)
+
+
+def memory_limit_bytes() -> int:
+    """The most bytes one array may take here: the smallest of physical memory, this process's address-space
+    limit (``RLIMIT_AS``, when set) and the default device's memory (on GPU/TPU, where it reports one)."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        limits.append(soft)
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if "bytes_limit" in stats:
+            limits.append(int(stats["bytes_limit"]))
+    return min(limits) if limits else 2**63 - 1
+
+
+def fits_in_memory(op: str, what: str, shape: Sequence[int], dtype: object, cause: str) -> None:
+    """An array of ``shape`` and ``dtype`` fits in :func:`memory_limit_bytes`; else a ``ValueError`` naming ``cause``.
+
+    Checked before XLA sees the request (whose own message would be an allocation
+    failure or an integer overflow naming neither the argument nor the size).
+    """
+    size = math.prod(int(s) for s in shape) * jnp.dtype(dtype).itemsize
+    limit = memory_limit_bytes()
+    if size > limit:
+        raise ValueError(
+            f"{op}: {cause} makes the {what} {tuple(int(s) for s in shape)} {jnp.dtype(dtype).name}, {size} bytes, "
+            f"more than the {limit} bytes of memory this process can use"
+        )
+
+
+def batched(x: jax.Array, w_ndim: int, layouts: object) -> tuple[jax.Array, int | None]:
+    """``x`` with a batch axis, and where the output's batch axis is to be dropped again (``None``: ``x`` had one).
+
+    PyTorch's rule: an ``x`` with one axis fewer than the kernel is one example.
+    Its layout is the input layout string without ``N``, so the axis goes back
+    where ``N`` stands; ``layouts`` are the op's three layout strings (when they
+    are not, the default ``N`` first, and the layout check that follows reports them).
+    """
+    if x.ndim != w_ndim - 1:
+        return x, None
+    valid = isinstance(layouts, (tuple, list)) and len(layouts) == 3 and all(isinstance(s, str) for s in layouts)
+    lhs, out = (layouts[0], layouts[2]) if valid else ("N", "N")
+    position = lambda layout: layout.index("N") if "N" in layout else 0
+    return jnp.expand_dims(x, position(lhs)), position(out)
+
+
+def kernel_sizes_positive(op: str, w_shape: Sequence[int], kernel_spatial: Sequence[int]) -> None:
+    """Every kernel spatial size is at least 1 (XLA cannot lower an empty window; PyTorch refuses it too)."""
+    if any(k < 1 for k in kernel_spatial):
+        raise ValueError(
+            f"{op}: every kernel spatial size must be positive, got kernel {tuple(kernel_spatial)} "
+            f"(w.shape={tuple(w_shape)})"
+        )

@@ -17,7 +17,7 @@ from typing import NamedTuple
 import jax
 from jax import lax
 
-from convgrad.ops.conv_im2col import conv_forward_im2col, conv_weight_grad_im2col
+from convgrad.ops.conv_im2col import conv_forward_im2col, conv_weight_grad_im2col, patch_elements
 from convgrad.ops.conv_textbook import conv_forward, conv_input_grad, conv_weight_grad
 from convgrad.ops.conv_winograd import (
     conv_forward_winograd,
@@ -31,7 +31,7 @@ from convgrad.ops.geometry import ConvGeometry
 def conv_forward_auto(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry: ConvGeometry) -> jax.Array:
     """The forward of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
     dn = geometry.dn
-    kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
+    kernel_spatial = geometry.kernel_spatial(w.shape)
     choice = cpu_formulation("forward", x.shape[dn.lhs_spec[1]], w.shape[dn.rhs_spec[0]], geometry, kernel_spatial)
     return _on_cpu(FORMULATIONS[choice].forward, conv_forward, x, w, b, geometry)
 
@@ -39,7 +39,7 @@ def conv_forward_auto(x: jax.Array, w: jax.Array, b: jax.Array | None, geometry:
 def conv_input_grad_auto(g: jax.Array, w: jax.Array, geometry: ConvGeometry, in_spatial: tuple[int, ...]) -> jax.Array:
     """The input gradient of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
     dn = geometry.dn
-    kernel_spatial = tuple(w.shape[a] for a in dn.rhs_spec[2:])
+    kernel_spatial = geometry.kernel_spatial(w.shape)
     channels = w.shape[dn.rhs_spec[1]] * geometry.groups
     choice = cpu_formulation("input_grad", channels, g.shape[dn.out_spec[1]], geometry, kernel_spatial)
     return _on_cpu(FORMULATIONS[choice].input_grad, conv_input_grad, g, w, geometry, in_spatial)
@@ -50,7 +50,15 @@ def conv_weight_grad_auto(
 ) -> jax.Array:
     """The weight gradient of :func:`cpu_formulation`'s choice on CPU; the textbook convolution elsewhere."""
     dn = geometry.dn
-    choice = cpu_formulation("weight_grad", x.shape[dn.lhs_spec[1]], g.shape[dn.out_spec[1]], geometry, kernel_spatial)
+    patches = patch_elements(x.shape, kernel_spatial, g.shape, geometry)
+    choice = cpu_formulation(
+        "weight_grad",
+        x.shape[dn.lhs_spec[1]],
+        g.shape[dn.out_spec[1]],
+        geometry,
+        kernel_spatial,
+        patch_ratio=patches / max(1, x.size + g.size),
+    )
     return _on_cpu(FORMULATIONS[choice].weight_grad, conv_weight_grad, x, g, geometry, kernel_spatial)
 
 
@@ -62,7 +70,12 @@ def _on_cpu(fast: Callable[..., jax.Array], textbook: Callable[..., jax.Array], 
 
 
 def cpu_formulation(
-    product: str, channels: int, out_channels: int, geometry: ConvGeometry, kernel_spatial: tuple[int, ...]
+    product: str,
+    channels: int,
+    out_channels: int,
+    geometry: ConvGeometry,
+    kernel_spatial: tuple[int, ...],
+    patch_ratio: float = 0.0,
 ) -> str:
     """The formulation ``"auto"`` runs on CPU for one product (``"forward"``, ``"input_grad"``, ``"weight_grad"``).
 
@@ -71,9 +84,21 @@ def cpu_formulation(
     rows; ``"winograd"`` for a 2-D 3x3 stride-1 convolution with at least
     :data:`WINOGRAD_MIN_CHANNELS` input and output channels (for the weight gradient,
     at most :data:`WINOGRAD_WEIGHT_GRAD_MAX_CHANNELS`); ``"textbook"`` otherwise.
+
+    What a formulation builds counts too: the im2col weight gradient materializes its
+    patch matrix, ``patch_ratio`` times the elements of the input and the cotangent
+    that the textbook convolution reads, and is chosen only while that is at most
+    :data:`IM2COL_MAX_PATCH_RATIO`. lax's extra arguments (an input dilation, batch
+    groups, a precision or a result type) always run the textbook convolutions.
     """
+    if not geometry.plain:
+        return "textbook"
     rows = channels // geometry.groups * math.prod(kernel_spatial)
-    if product != "input_grad" and rows <= IM2COL_MAX_ROWS:
+    if (
+        product != "input_grad"
+        and rows <= IM2COL_MAX_ROWS
+        and (product != "weight_grad" or patch_ratio <= IM2COL_MAX_PATCH_RATIO)
+    ):
         return "im2col"
     if (
         winograd_applies(geometry, kernel_spatial)
@@ -91,6 +116,10 @@ def cpu_formulation(
 # 128 channels and even at 256; with 16 input channels the forward and weight gradient break even,
 # with 8 all three lose (0.75-0.9x).
 IM2COL_MAX_ROWS = 32
+# The im2col weight gradient's patch matrix is C/G prod(k) rows of N prod(out) samples per group: 9/33 of
+# the input and cotangent on the MNIST cnn's first layer (1 -> 32 channels), but up to 32x the cotangent
+# for one output channel, and unbounded with a dilation far wider than the input. Beyond 4x, textbook.
+IM2COL_MAX_PATCH_RATIO = 4
 WINOGRAD_MIN_CHANNELS = 32
 WINOGRAD_WEIGHT_GRAD_MAX_CHANNELS = 128
 

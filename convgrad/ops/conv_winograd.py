@@ -37,9 +37,8 @@ transform.
 
 The 16 transformed tiles of a batch are 4x the input's size (and of the output's, for
 ``M``), so the batch is processed in chunks whose transformed tiles fit
-:data:`CHUNK_BYTES`: on the 2-core machine of ``docs/performance.md`` they stream from
-memory at ~7 GB/s and the GEMMs are fast, so it is keeping them in cache that makes this
-formulation pay. Products are summed in at least float32. The transforms' coefficients
+:data:`CHUNK_BYTES` and stay in cache (why that is what makes this formulation pay on
+CPU, measured, is in ``docs/performance.md``). Products are summed in at least float32. The transforms' coefficients
 (0, +-1, +-1/2) are exact in binary, so float64 results match the textbook ones to
 rounding.
 
@@ -73,9 +72,13 @@ CHUNK_BYTES = 16 * 2**20
 
 
 def winograd_applies(geometry: ConvGeometry, kernel_spatial: Sequence[int]) -> bool:
-    """Whether F(2x2, 3x3) computes this convolution: 2-D, 3x3 kernel, stride 1, dilation 1, one group."""
+    """Whether F(2x2, 3x3) computes this convolution: 2-D, 3x3 kernel, stride 1, dilation 1, one group.
+
+    And none of lax's extras (:attr:`ConvGeometry.plain`): no input dilation, no batch groups.
+    """
     return (
-        tuple(kernel_spatial) == (3, 3)
+        geometry.plain
+        and tuple(kernel_spatial) == (3, 3)
         and tuple(geometry.stride) == (1, 1)
         and tuple(geometry.dilation) == (1, 1)
         and geometry.groups == 1

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Sequence
+from typing import Any
 
 from jax import lax
 
@@ -30,7 +32,11 @@ class ConvGeometry:
     axis index of batch/out-channel, channel/in-channel, then the spatial axes,
     in the kernel's spatial order. Per-dim tuples follow that order.
     ``formulation`` names how :func:`convgrad.conv` computes the three convolutions
-    (:mod:`convgrad.ops.conv_formulations`).
+    (:mod:`convgrad.ops.conv_formulations`). The rest is lax's surface beyond
+    PyTorch's (:func:`convgrad.lax.conv_general_dilated`): ``lhs_dilation`` (``a``,
+    ``a - 1`` zeros between input samples; ones when ``None``), ``batch_groups``
+    (lax's ``batch_group_count``), and ``precision`` and ``preferred_element_type``,
+    passed to every lax convolution of the forward and the backward.
     """
 
     stride: tuple[int, ...]
@@ -39,6 +45,56 @@ class ConvGeometry:
     groups: int
     dn: lax.ConvDimensionNumbers
     formulation: str = "auto"
+    lhs_dilation: tuple[int, ...] | None = None
+    batch_groups: int = 1
+    precision: Any = None
+    preferred_element_type: Any = None
+
+    def __post_init__(self):
+        if self.lhs_dilation is None:
+            object.__setattr__(self, "lhs_dilation", (1,) * len(self.stride))
+
+    def in_spatial(self, x_shape: Sequence[int]) -> tuple[int, ...]:
+        """The input's spatial sizes, in the kernel's spatial order."""
+        return tuple(x_shape[a] for a in self.dn.lhs_spec[2:])
+
+    def kernel_spatial(self, w_shape: Sequence[int]) -> tuple[int, ...]:
+        """The kernel's spatial sizes."""
+        return tuple(w_shape[a] for a in self.dn.rhs_spec[2:])
+
+    def out_spatial_of(self, y_shape: Sequence[int]) -> tuple[int, ...]:
+        """The output's (or a cotangent's) spatial sizes, in the kernel's spatial order."""
+        return tuple(y_shape[a] for a in self.dn.out_spec[2:])
+
+    @property
+    def plain(self) -> bool:
+        """No lhs dilation, no batch groups, default precision and result type: PyTorch's convolution."""
+        return (
+            all(a == 1 for a in self.lhs_dilation)
+            and self.batch_groups == 1
+            and self.precision is None
+            and self.preferred_element_type is None
+        )
+
+    def output_shape(self, x_shape: Sequence[int], w_shape: Sequence[int]) -> tuple[int, ...]:
+        """``y``'s shape in the output layout: ``(N / batch_groups, O, *out)`` with :func:`conv_general_output_size`."""
+        dn = self.dn
+        out = [
+            conv_general_output_size(i, k, s, p, d, a)
+            for i, k, s, p, d, a in zip(
+                self.in_spatial(x_shape),
+                self.kernel_spatial(w_shape),
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.lhs_dilation,
+            )
+        ]
+        canonical = (x_shape[dn.lhs_spec[0]] // self.batch_groups, w_shape[dn.rhs_spec[0]], *out)
+        shape = [0] * len(canonical)
+        for axis, size in zip(dn.out_spec, canonical):
+            shape[axis] = size
+        return tuple(shape)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,3 +200,54 @@ def conv_transpose_padding(padding: int, output_padding: int) -> Pair:
     ``output_padding`` samples at the high end, which no input sample reaches.
     """
     return padding, padding - output_padding
+
+
+def dilated_extent(size: int, dilation: int) -> int:
+    """``max(0, (size - 1) * dilation + 1)``: :func:`dilated_size` that is 0 for no sample (lax's ``dilate_dim``)."""
+    return max(0, (size - 1) * dilation + 1)
+
+
+def conv_general_output_size(
+    in_size: int, kernel: int, stride: int, padding: Pair, dilation: int, lhs_dilation: int = 1
+) -> int:
+    """``max(0, (dilated_extent(in, a) + lo + hi - dilated_extent(k, d)) // s + 1)``: lax's output size.
+
+    The input is first dilated by ``a`` (``a - 1`` zeros between samples), then
+    padded (negative values crop); no window fitting gives an empty output, as in lax.
+    """
+    padded = dilated_extent(in_size, lhs_dilation) + padding[0] + padding[1]
+    return max(0, (padded - dilated_extent(kernel, dilation)) // stride + 1)
+
+
+def same_lower_padding(in_size: int, kernel: int, stride: int, dilation: int) -> Pair:
+    """:func:`same_padding` with the odd sample at the low side: ``hi = total // 2``, ``lo = total - hi``."""
+    lo, hi = same_padding(in_size, kernel, stride, dilation)
+    return hi, lo
+
+
+def conv_transpose_output_padding(out_size: int, in_size: int, kernel: int, stride: int, padding: int, dilation: int):
+    """``out - conv_transpose_output_size(in, k, s, p, d, 0)``: the ``output_padding`` that gives ``out`` samples.
+
+    PyTorch's ``ConvTranspose*d.forward(output_size=...)``, which accepts
+    ``0 <= output_padding < s``.
+    """
+    return out_size - conv_transpose_output_size(in_size, kernel, stride, padding, dilation, 0)
+
+
+def lax_conv_transpose_padding(kernel_extent: int, stride: int, padding: str | Pair) -> Pair:
+    """lax's ``conv_transpose`` padding of the ``s``-dilated input, from the forward convolution's padding.
+
+    With ``k`` the dilated kernel extent: ``"SAME"``: ``total = k + s - 2``,
+    ``lo = k - 1`` if ``s > k - 1`` else ``ceil(total / 2)``; ``"VALID"``:
+    ``total = k + s - 2 + max(k - s, 0)``, ``lo = k - 1``; a forward pair
+    ``(p_lo, p_hi)``: ``(k - 1 - p_lo, k - 1 - p_hi)``. ``hi = total - lo``.
+    """
+    k, s = kernel_extent, stride
+    if padding == "SAME":
+        total = k + s - 2
+        lo = k - 1 if s > k - 1 else -(-total // 2)
+    elif padding == "VALID":
+        total, lo = k + s - 2 + max(k - s, 0), k - 1
+    else:
+        lo, total = k - 1 - padding[0], 2 * (k - 1) - padding[0] - padding[1]
+    return lo, total - lo
