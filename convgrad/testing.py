@@ -249,7 +249,8 @@ def _directional_checks(fn, args, argnums, names, cotangent, grads, rng, wide, l
             linear = i in linear_argnums
             dtype = jnp.dtype(base[i].dtype)
             eps = float(jnp.finfo(dtype).eps)
-            h = 1.0 if linear else eps ** (1 / 3) * max(1.0, float(np.max(np.abs(np.asarray(base[i], np.float64)))))
+            scale = float(np.max(np.abs(np.asarray(base[i], np.float64)), initial=0.0))  # 0 for an empty argument
+            h = 1.0 if linear else eps ** (1 / 3) * max(1.0, scale)
             point = np.asarray(base[i])
             plus_point, minus_point = (np.asarray(point + h * u, dtype), np.asarray(point - h * u, dtype))
             plus = evaluate(*_replace(base, (i,), (jnp.asarray(plus_point),)))
