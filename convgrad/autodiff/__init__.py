@@ -17,6 +17,8 @@ from convgrad.autodiff.convolutions import conv_transpose as conv_transpose
 from convgrad.autodiff.dense import dense as dense
 from convgrad.autodiff.losses import mse as mse
 from convgrad.autodiff.losses import softmax_cross_entropy as softmax_cross_entropy
+from convgrad.autodiff.pooling import adaptive_avg_pool as adaptive_avg_pool
+from convgrad.autodiff.pooling import adaptive_max_pool as adaptive_max_pool
 from convgrad.autodiff.pooling import avg_pool as avg_pool
 from convgrad.autodiff.pooling import max_pool as max_pool
 from convgrad.autodiff.pooling import max_unpool as max_unpool

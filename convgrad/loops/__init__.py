@@ -30,6 +30,10 @@ from convgrad.loops.losses import mse as mse
 from convgrad.loops.losses import mse_vjp as mse_vjp
 from convgrad.loops.losses import softmax_cross_entropy as softmax_cross_entropy
 from convgrad.loops.losses import softmax_cross_entropy_vjp as softmax_cross_entropy_vjp
+from convgrad.loops.pooling import adaptive_avg_pool as adaptive_avg_pool
+from convgrad.loops.pooling import adaptive_avg_pool_vjp as adaptive_avg_pool_vjp
+from convgrad.loops.pooling import adaptive_max_pool as adaptive_max_pool
+from convgrad.loops.pooling import adaptive_max_pool_vjp as adaptive_max_pool_vjp
 from convgrad.loops.pooling import avg_pool as avg_pool
 from convgrad.loops.pooling import avg_pool_vjp as avg_pool_vjp
 from convgrad.loops.pooling import max_pool as max_pool
