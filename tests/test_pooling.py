@@ -208,6 +208,21 @@ def test_dilated_windows_overlap_and_add():
     np.testing.assert_array_equal(dx[0, 0], [0, 0, 1001, 10010, 100, 0])  # windows 0 and 3 share x2, 1 and 4 x3
 
 
+def test_a_huge_dilation_and_padding_build_no_padded_copy():
+    """Window 2, dilation 10^6, high padding 10^6 on a 3x3 plane: each window's second tap reads padding, so y = x.
+
+    A padded copy of the input would hold (10^6 + 3)^2 values (4 TB in float32); the taps are
+    slices of the input with their padded windows filled in, and so are the backward's phases.
+    """
+    x = jnp.arange(9.0).reshape(1, 1, 3, 3)
+    options = {"window": 2, "stride": 1, "padding": ((0, 10**6), (0, 10**6)), "dilation": 10**6}
+    y, switches = jax.jit(lambda x: convgrad.max_pool(x, **options))(x)
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(switches[0, 0], np.arange(9).reshape(3, 3))
+    _, dx = _pool_and_grad(convgrad.max_pool, x, 2 * x, **options)
+    np.testing.assert_array_equal(dx, 2 * x)
+
+
 def test_ceil_mode_adds_the_partial_window():
     """Window 2 over 5 samples: floor gives 2 windows, ceil 3; the third holds x4 alone."""
     row = jnp.array([[[1.0, 9.0, 3.0, 2.0, 5.0]]])

@@ -6,8 +6,9 @@ strided slices of the input (:func:`window_taps`; tap ``t`` of window ``i`` read
 ``i s + t d - lo``, and a position in the padding reads the fill value). Their transposes
 put values back: :func:`untile` merges the window axes again, :func:`spread_to_taps` pads
 each tap's slice back to the input positions it read (``lax.pad`` with interior ``s - 1``).
-No padded copy of the input is ever built: a tap's out-of-range windows are padded onto
-its slice, so a large padding or dilation costs nothing beyond the output.
+Where the padding is small the taps are slices of one padded copy of the input; where a
+large padding or dilation would make that copy large, each tap's out-of-range windows are
+padded onto its slice instead, and the copy is never built.
 """
 
 from __future__ import annotations
@@ -56,13 +57,34 @@ def tap_index(geometry: PoolGeometry) -> np.ndarray:
 def window_taps(x: jax.Array, geometry: PoolGeometry, fill: float) -> list[jax.Array]:
     """``K`` arrays shaped like ``y``, one per tap ``t`` in raster order: ``x[.., *(i s + t d - lo), ..]``, or ``fill``.
 
-    Per spatial dim, the windows ``[i0, i1)`` whose tap reads the input
-    (:func:`~convgrad.ops.geometry.tap_window_range`) are one strided slice of ``x``
-    (step ``s``); the others, whose tap reads padding, are ``fill``, padded onto the
-    slice's ends.
+    Two ways to the same values. When the windows' span, ``(out - 1) s + (k - 1) d + 1``
+    samples from ``-lo`` on, is at most twice the input (the usual small padding), ``x``
+    is padded with ``fill`` to that span once and each tap is a strided slice of the
+    copy: XLA fuses the copy into the slices. Otherwise (a large padding or dilation)
+    no padded copy is built: per spatial dim the windows ``[i0, i1)`` whose tap reads
+    the input (:func:`~convgrad.ops.geometry.tap_window_range`) are one strided slice
+    of ``x`` (step ``s``), and the others, whose tap reads padding, are ``fill``, padded
+    onto the slice's ends.
     """
     first = geometry.first_spatial_axis
     out = geometry.out_spatial
+    spans = [
+        (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out, geometry.stride, geometry.window, geometry.dilation)
+    ]
+    if math.prod(spans) <= 2 * math.prod(geometry.in_spatial):
+        edges = [(lo, span - lo - n, 0) for (lo, _), span, n in zip(geometry.padding, spans, geometry.in_spatial)]
+        x_pad = lax.pad(x, jnp.array(fill, x.dtype), pad_config(geometry, edges))  # negative high edges crop
+        taps = []
+        for t in geometry.tap_offsets:
+            start, limit, step = [0] * x.ndim, list(x_pad.shape), [1] * x.ndim
+            for d, (t_d, dilation, o, s) in enumerate(zip(t, geometry.dilation, out, geometry.stride)):
+                start[first + d], limit[first + d], step[first + d] = (
+                    t_d * dilation,
+                    t_d * dilation + (o - 1) * s + 1,
+                    s,
+                )
+            taps.append(lax.slice(x_pad, start, limit, step))
+        return taps
     taps = []
     for t in geometry.tap_offsets:
         ranges = tap_ranges(geometry, t)
