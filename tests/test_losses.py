@@ -216,14 +216,14 @@ def test_docstring_ends_with_raises_examples_references_and_its_examples_run(op)
     assert runner.tries >= 2 and runner.failures == 0
 
 
-def _without_g(scale, log_probs, u, config, targets):
+def _without_g(scale, probs, u, config, targets):
     """Bug: the per-example cotangent is dropped."""
-    return jnp.exp(log_probs) * jnp.sum(u, axis=-1, keepdims=True) - u
+    return probs * jnp.sum(u, axis=-1, keepdims=True) - u
 
 
-def _plus_target(scale, log_probs, u, config, targets):
+def _plus_target(scale, probs, u, config, targets):
     """Bug: softmax plus the target instead of minus."""
-    return scale[..., None] * (jnp.exp(log_probs) * jnp.sum(u, axis=-1, keepdims=True) + u)
+    return scale[..., None] * (probs * jnp.sum(u, axis=-1, keepdims=True) + u)
 
 
 def _mean_over_examples(config, losses, targets, weight):
@@ -246,20 +246,37 @@ def _case(name, **wanted) -> int:
     return next(i for i, c in enumerate(OPS[name].cases) if all(c.options.get(k) == v for k, v in wanted.items()))
 
 
+def _one_hot_without_g(g, probs, labels):
+    """Bug (the one-hot case): the per-example cotangent is dropped."""
+    return probs - losses.label_mask(labels, probs.shape[-1])
+
+
+def _one_hot_plus_target(g, probs, labels):
+    """Bug (the one-hot case): softmax plus the one-hot instead of minus."""
+    return g[..., None] * (probs + losses.label_mask(labels, probs.shape[-1]))
+
+
+WEIGHTED_MEAN = {"reduction": "mean", "ignore_index": 2}
+
+
 @pytest.mark.parametrize(
     ("target", "bug", "wanted", "argument"),
     [
-        ("cross_entropy_logits_grad", _without_g, {}, "argument 0 (logits)"),
-        ("cross_entropy_logits_grad", _plus_target, {}, "argument 0 (logits)"),
-        ("reduce_losses", _mean_over_examples, {"reduction": "mean", "ignore_index": 2}, ""),
-        (
-            "class_weights_grad",
-            _weight_grad_without_the_divisor_term,
-            {"reduction": "mean", "ignore_index": 2},
-            "argument 2 (weight)",
-        ),
+        ("one_hot_logits_grad", _one_hot_without_g, {}, "argument 0 (logits)"),
+        ("one_hot_logits_grad", _one_hot_plus_target, {}, "argument 0 (logits)"),
+        ("cross_entropy_logits_grad", _without_g, WEIGHTED_MEAN, "argument 0 (logits)"),
+        ("cross_entropy_logits_grad", _plus_target, WEIGHTED_MEAN, "argument 0 (logits)"),
+        ("reduce_losses", _mean_over_examples, WEIGHTED_MEAN, ""),
+        ("class_weights_grad", _weight_grad_without_the_divisor_term, WEIGHTED_MEAN, "argument 2 (weight)"),
     ],
-    ids=["missing g", "softmax plus target", "mean over examples", "no divisor term in dweight"],
+    ids=[
+        "missing g",
+        "softmax plus onehot",
+        "missing G",
+        "softmax plus target",
+        "mean over examples",
+        "no divisor term in dweight",
+    ],
 )
 def test_checks_catch_wrong_cross_entropy_vjps(mutate, target, bug, wanted, argument):
     mutate(losses, target, bug)

@@ -131,7 +131,7 @@ def softmax_cross_entropy(
       >>> logits = jnp.array([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
       >>> softmax_cross_entropy(logits, jnp.array([0, 1]))
       Array([1.3862944 , 0.28768203], dtype=float32)
-      >>> jax.grad(lambda z: softmax_cross_entropy(z, jnp.array([0, 1]), reduction="sum"))(logits)
+      >>> jax.grad(lambda z: softmax_cross_entropy(z, jnp.array([0, 1]), reduction="sum"))(logits).round(6)
       Array([[-0.75,  0.75],
              [ 0.25, -0.25]], dtype=float32)
 
@@ -164,27 +164,37 @@ def _softmax_cross_entropy(
 
 
 def _softmax_cross_entropy_fwd(config, logits, labels, weight):
-    """Save ``log p`` in at least float32 (classes last), the labels, the weights and, for a mean, ``D`` and the mean.
+    """Save ``p`` in at least float32 (classes last) and the labels; in general ``log p``, the weights, a mean's ``D``.
 
-    ``log p`` gives both ``p = exp(log p)``, which the logit gradient needs, and
-    ``-log p``, which the gradients of the weights and of probability targets need.
-    It stays in float32 for 16-bit logits because the gradient subtracts the
-    target from ``p``: ``p[t] - 1`` cancels, and a ``p[t]`` first rounded to 16
-    bits would leave few correct bits in the difference.
+    ``p`` comes for free from the forward's sum of exponentials; the logit gradient
+    needs it. It stays in float32 for 16-bit logits because the gradient subtracts
+    the target from ``p``: ``p[t] - 1`` cancels, and a ``p[t]`` first rounded to 16
+    bits would leave few correct bits in the difference. Per-example losses of
+    class indices with no weights, smoothing or ignored label (the common case, and
+    ``convgrad.models``') need nothing else; otherwise ``-log p`` (not ``-log`` of a
+    ``p`` that may underflow) is what the gradients of the weights and of
+    probability targets need, and a mean's gradients its divisor and value.
     """
-    log_probs = log_softmax_last(jnp.moveaxis(logits, config.axis, -1))
+    moved = jnp.moveaxis(logits, config.axis, -1)
+    if one_hot_targets(config, weight):
+        loss, probs = one_hot_cross_entropy(moved, labels)
+        return loss.astype(logits.dtype), (probs, None, labels, None, None, None)
+    log_probs, probs = log_softmax_last(moved)
     targets = jnp.moveaxis(labels, config.axis, -1) if config.probabilities else labels
     losses = cross_entropy_losses(config, log_probs, targets, weight)
     loss, divisor = reduce_losses(config, losses, targets, weight)
-    return loss.astype(logits.dtype), (log_probs, targets, weight, divisor, loss)
+    return loss.astype(logits.dtype), (probs, log_probs, targets, weight, divisor, loss)
 
 
 def _softmax_cross_entropy_bwd(config, residuals, g):
     """``(dlogits, dlabels, dweight)``: the formulas of the docstring, per example scaled by ``G = dreduce(g)``."""
-    log_probs, targets, weight, divisor, loss = residuals
+    probs, log_probs, targets, weight, divisor, loss = residuals
+    if one_hot_targets(config, weight):  # G = g, u = onehot
+        logits_grad = jnp.moveaxis(one_hot_logits_grad(g, probs, targets), -1, config.axis)
+        return logits_grad.astype(g.dtype), np.zeros(targets.shape, jax.dtypes.float0), None
     scale = example_cotangents(config, g, log_probs.shape[:-1], divisor)
     u = target_weights(config, log_probs, targets, weight)
-    logits_grad = jnp.moveaxis(cross_entropy_logits_grad(scale, log_probs, u, config, targets), -1, config.axis)
+    logits_grad = jnp.moveaxis(cross_entropy_logits_grad(scale, probs, u, config, targets), -1, config.axis)
     if config.probabilities:
         labels_grad = jnp.moveaxis(probability_targets_grad(scale, log_probs, weight, config), -1, config.axis)
         labels_grad = like_primal(labels_grad.astype(targets.dtype), targets)
@@ -200,10 +210,49 @@ def _softmax_cross_entropy_bwd(config, residuals, g):
 _softmax_cross_entropy.defvjp(_softmax_cross_entropy_fwd, _softmax_cross_entropy_bwd)
 
 
-def log_softmax_last(logits: jax.Array) -> jax.Array:
-    """``log p = z - log sum_k exp(z[k])`` over the last axis, ``z = logits - max``, in at least float32."""
+def log_softmax_last(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log p, p)`` over the last axis: ``z - log sum_k exp(z[k])`` and ``exp(z) / sum_k exp(z[k])``.
+
+    ``z = logits - max``, in at least float32; both from the one sum of exponentials.
+    """
     z = shifted_logits(logits, -1).astype(accumulator_dtype(logits.dtype))
-    return z - jnp.log(jnp.sum(jnp.exp(z), axis=-1, keepdims=True))
+    e = jnp.exp(z)
+    total = jnp.sum(e, axis=-1, keepdims=True)
+    return z - jnp.log(total), e / total
+
+
+def one_hot_targets(config: CrossEntropyConfig, weight) -> bool:
+    """Per-example losses of class indices with no weights, no smoothing, nothing ignored: ``u`` is the one-hot."""
+    return (
+        config.reduction == "none"
+        and not config.probabilities
+        and weight is None
+        and not config.label_smoothing
+        and config.ignore_index is None
+    )
+
+
+def one_hot_cross_entropy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(loss, p)``: ``loss = log sum_k exp(z[k]) - z[t]`` (NaN for an out-of-range ``t``), ``p = softmax(logits)``.
+
+    The one-hot case of :func:`cross_entropy_losses` with ``z = logits - max``: ``z[t]`` is
+    one difference of two logits (exactly 0 for the top class), so logits of magnitude
+    ``1e4`` give exact losses.
+    """
+    classes = logits.shape[-1]
+    z = shifted_logits(logits, -1)
+    e = jnp.exp(z)
+    total = jnp.sum(e, axis=-1)
+    label_z = jnp.sum(jnp.where(label_mask(labels, classes), z, 0), axis=-1)
+    loss = jnp.where(class_index(labels, classes)[1], jnp.log(total) - label_z, jnp.nan)
+    return loss, e / total[..., None]
+
+
+def one_hot_logits_grad(g: jax.Array, probs: jax.Array, labels: jax.Array) -> jax.Array:
+    """``dlogits[n, k] = g[n] (p[n, k] - [k = t[n]])``: :func:`cross_entropy_logits_grad` with ``u`` the one-hot."""
+    classes = probs.shape[-1]
+    grad = g.astype(probs.dtype)[..., None] * (probs - label_mask(labels, classes).astype(probs.dtype))
+    return jnp.where(class_index(labels, classes)[1][..., None], grad, jnp.nan)
 
 
 def class_index(labels: jax.Array, classes: int) -> tuple[jax.Array, jax.Array]:
@@ -311,12 +360,12 @@ def target_weights(config: CrossEntropyConfig, log_probs: jax.Array, targets: ja
     return jnp.where(kept[..., None], w * q, 0)
 
 
-def cross_entropy_logits_grad(scale: jax.Array, log_probs: jax.Array, u: jax.Array, config, targets) -> jax.Array:
+def cross_entropy_logits_grad(scale: jax.Array, probs: jax.Array, u: jax.Array, config, targets) -> jax.Array:
     """``dlogits[n, k] = G[n] (p[n, k] sum_c u[n, c] - u[n, k])``; a NaN row for an out-of-range class index."""
-    grad = scale[..., None] * (jnp.exp(log_probs) * jnp.sum(u, axis=-1, keepdims=True) - u)
+    grad = scale[..., None] * (probs * jnp.sum(u, axis=-1, keepdims=True) - u)
     if config.probabilities:
         return grad
-    valid = class_index(targets, log_probs.shape[-1])[1] | ignored_labels(targets, config.ignore_index)
+    valid = class_index(targets, probs.shape[-1])[1] | ignored_labels(targets, config.ignore_index)
     return jnp.where(valid[..., None], grad, jnp.nan)
 
 

@@ -604,7 +604,8 @@ def _avg_pool(geometry: PoolGeometry, count_include_pad: bool, divisor_override:
 
 def _avg_pool_fwd(geometry, count_include_pad, divisor_override, x):
     """Save nothing: the map is linear in ``x`` and its transpose needs only the geometry and the divisors."""
-    return _avg_pool(geometry, count_include_pad, divisor_override, x), None
+    divisor = avg_pool_divisors(geometry, count_include_pad, divisor_override)
+    return without_batch_axis(avg_pool_forward(with_batch_axis(x, geometry), geometry, divisor), geometry), None
 
 
 def _avg_pool_bwd(geometry, count_include_pad, divisor_override, _, g):
