@@ -134,6 +134,12 @@ def test_ignored_labels_drop_out_of_the_loss_the_mean_and_the_gradient():
     assert np.isnan(
         convgrad.softmax_cross_entropy(logits, labels, ignore_index=0, weight=jnp.array([1.0, 0.0]), reduction="mean")
     )  # nothing to average over: 0 / 0
+    # every label ignored: the mean is 0 / 0, NaN, and its gradient 0 (PyTorch's), not inf * 0
+    mean, dlogits = jax.value_and_grad(
+        lambda z: convgrad.softmax_cross_entropy(z, jnp.array([0, 0]), ignore_index=0, reduction="mean")
+    )(logits)
+    assert np.isnan(mean)
+    np.testing.assert_array_equal(dlogits, np.zeros((2, 2)))
 
 
 def test_label_smoothing_by_hand():

@@ -84,10 +84,10 @@ def softmax_cross_entropy(
 
     (the unsmoothed, unweighted case: ``p - onehot``). For probability
     targets, ``dlabels[n, c] = G[n] (1 - e) w[c] (-log p[n, c])``. The class
-    weights get ``dweight[c] = sum_n G[n] dloss[n]/dw[c]``, i.e. ``sum_n G[n] q[n, c]
-    (-log p[n, c])`` with ``q = u / w``, and for a ``"mean"`` over class indices
-    also ``-(mean / D) sum_n G[n] [t[n] = c] D`` from the divisor. Integer labels get a
-    ``float0`` cotangent.
+    weights get ``dweight[c] = sum_n G[n] q[n, c] (-log p[n, c])`` with ``q = u / w``
+    (``dloss[n]/dw[c]`` over ``-log p[n, c]``), less ``mean sum_n G[n] [t[n] = c]``
+    for a ``"mean"`` over class indices, whose divisor ``D`` depends on ``w`` too.
+    Integer labels get a ``float0`` cotangent.
 
     Out-of-range labels: a class index ``t < 0`` or ``t >= C`` (other than
     ``ignore_index``) cannot be rejected under ``jit``, so it is given a defined,
@@ -361,12 +361,17 @@ def target_weights(config: CrossEntropyConfig, log_probs: jax.Array, targets: ja
 
 
 def cross_entropy_logits_grad(scale: jax.Array, probs: jax.Array, u: jax.Array, config, targets) -> jax.Array:
-    """``dlogits[n, k] = G[n] (p[n, k] sum_c u[n, c] - u[n, k])``; a NaN row for an out-of-range class index."""
+    """``dlogits[n, k] = G[n] (p[n, k] sum_c u[n, c] - u[n, k])``; a NaN row for an out-of-range class index.
+
+    An ignored example's row is 0 (its ``u`` is), also where ``G`` is infinite: a mean over no kept
+    example (``D = 0``) is NaN, and its gradient 0, as in PyTorch.
+    """
     grad = scale[..., None] * (probs * jnp.sum(u, axis=-1, keepdims=True) - u)
     if config.probabilities:
         return grad
-    valid = class_index(targets, probs.shape[-1])[1] | ignored_labels(targets, config.ignore_index)
-    return jnp.where(valid[..., None], grad, jnp.nan)
+    ignored = ignored_labels(targets, config.ignore_index)
+    valid = class_index(targets, probs.shape[-1])[1] | ignored
+    return jnp.where(valid[..., None], jnp.where(ignored[..., None], 0, grad), jnp.nan)
 
 
 def probability_targets_grad(scale: jax.Array, log_probs: jax.Array, weight, config) -> jax.Array:
