@@ -115,6 +115,7 @@ def _compare_pool(name, op_name, torch_op, seed, dilated):
             if dilated:
                 np.testing.assert_array_equal(_from_convgrad(out[1], case, batched), expected_switches.numpy())
             compared += 1
+    print(f"{name}: compared with PyTorch on {compared} of {CONFIGS} drawn configurations")
     assert compared >= CONFIGS // 2, f"only {compared} of {CONFIGS} configurations were comparable"
     return compared
 
@@ -170,6 +171,7 @@ def test_max_unpool_matches_pytorch_where_switches_do_not_coincide():
             np.testing.assert_array_equal(_from_convgrad(out, case, batched), expected.detach().numpy())
             np.testing.assert_array_equal(_from_convgrad(dy, case, batched), yt.grad.numpy())
             compared += 1
+    print(f"max_unpool: compared with PyTorch on {compared} of {CONFIGS} drawn configurations")
     assert compared >= CONFIGS // 2
 
 
