@@ -306,34 +306,40 @@ def max_pool_input_grad_phases(g: jax.Array, taps: jax.Array, geometry: PoolGeom
     """``dx`` for any geometry, one stride phase at a time: the scatter-add of ``max_unpool`` as sums of shifted copies.
 
     In 1-D, tap ``t`` of window ``i`` reads input position ``h = i s + o_t`` with
-    ``o_t = t d - lo``. Write ``o_t = m_t s + r_t`` (``0 <= r_t < s``): then ``h = q s + r_t``
-    with ``q = i + m_t``, so the input's phase ``r`` (positions ``q s + r``) collects, from
-    each tap ``t`` with ``r_t = r``, the cotangent of window ``q - m_t`` where that window
-    picked tap ``t``: a shifted, masked copy of ``g`` per tap, added::
+    ``o_t = t d - lo``. Count positions from an origin ``b`` (``h' = h + b``) and write
+    ``o_t + b = m_t s + r_t`` (``0 <= r_t < s``): then ``h' = q s + r_t`` with ``q = i + m_t``,
+    so phase ``r`` (positions ``q s + r``) collects, from each tap ``t`` with ``r_t = r``, the
+    cotangent of window ``q - m_t`` where that window picked tap ``t``: a shifted, masked
+    copy of ``g`` per tap, added::
 
-        dx[q s + r] = sum_{t : r_t = r}  g[q - m_t] [taps[q - m_t] = t]          (g[i] = 0 outside 0 <= i < out)
+        dx'[q s + r] = sum_{t : r_t = r}  g[q - m_t] [taps[q - m_t] = t]          (g[i] = 0 outside 0 <= i < out)
 
     In several dims ``r``, ``m`` and ``t`` are one per dim and ``t`` is compared
-    raveled. The phases, ``Q = ceil(in / s)`` positions each (``min(s, in)`` phases:
-    when ``s > in`` only the first ``in`` exist), interleave (stack after each
-    ``q`` axis, reshape ``(Q, s) -> Q s``) and are cropped to ``in``. A phase no
-    tap reaches (gaps, ``k d < s``) is zero. Overlapping windows that picked the
-    same element add, as in the scatter; nothing is scattered, and no padded
-    copy of the input is built.
+    raveled. The phases, ``Q = ceil((b + in) / s)`` positions each (``min(s, b + in)``
+    phases: when ``s`` is larger only those exist), interleave (stack after each
+    ``q`` axis, reshape ``(Q, s) -> Q s``) and ``dx = dx'[b : b + in]``. A phase no tap
+    reaches (gaps, ``k d < s``) is zero. Overlapping windows that picked the same
+    element add, as in the scatter; nothing is scattered. The origin is ``b = lo``,
+    the padded input's start (every ``m_t >= 0``), where the padding is small, and
+    ``b = 0`` (negative ``m_t`` crop) where a large padding would make ``dx'`` large.
     """
     first = geometry.first_spatial_axis
     spatial = range(len(geometry.window))
-    phases_per_dim = [min(s, n) for s, n in zip(geometry.stride, geometry.in_spatial)]
-    q = [-(-n // s) for n, s in zip(geometry.in_spatial, geometry.stride)]
+    small = all(lo <= n for (lo, _), n in zip(geometry.padding, geometry.in_spatial))
+    origin = [lo if small else 0 for lo, _ in geometry.padding]
+    extent = [b + n for b, n in zip(origin, geometry.in_spatial)]
+    phases_per_dim = [min(s, e) for s, e in zip(geometry.stride, extent)]
+    q = [-(-e // s) for e, s in zip(extent, geometry.stride)]
     zero = jnp.zeros((), g.dtype)
     phases = {}
     for index, t in enumerate(geometry.tap_offsets):
         if any(i0 >= i1 for i0, i1 in tap_ranges(geometry, t)):
             continue  # this tap reads padding in every window: never picked
-        shift_and_phase = [divmod(o, s) for o, s in zip(tap_offsets_of(geometry, t), geometry.stride)]
+        offsets = tap_offsets_of(geometry, t)
+        shift_and_phase = [divmod(o + b, s) for o, b, s in zip(offsets, origin, geometry.stride)]
         r = tuple(phase for _, phase in shift_and_phase)
         if any(r_d >= p for r_d, p in zip(r, phases_per_dim)):
-            continue  # lands past the input's end (s > in)
+            continue  # lands past the input's end (s > b + in)
         masked = jnp.where(taps == index, g, zero)
         shift = [(0, 0, 0)] * g.ndim
         for d in spatial:  # window i lands at q = i + m: pad m before (crop when negative), crop or pad to Q after
@@ -354,7 +360,8 @@ def max_pool_input_grad_phases(g: jax.Array, taps: jax.Array, geometry: PoolGeom
         return stacked.reshape(*stacked.shape[:axis], merged, *stacked.shape[axis + 2 :])
 
     dx = interleave(())
-    return lax.slice(dx, [0] * g.ndim, batched_shape(dx.shape, geometry, geometry.in_spatial))
+    start = batched_shape((0,) * g.ndim, geometry, tuple(origin))
+    return lax.slice(dx, start, batched_shape(dx.shape, geometry, tuple(extent)))
 
 
 def _tap_dtype(geometry: PoolGeometry):
