@@ -6,6 +6,8 @@ from convgrad.ops.activations import relu as relu
 from convgrad.ops.activations import sigmoid as sigmoid
 from convgrad.ops.activations import softmax as softmax
 from convgrad.ops.activations import tanh as tanh
+from convgrad.ops.adaptive_pooling import adaptive_avg_pool as adaptive_avg_pool
+from convgrad.ops.adaptive_pooling import adaptive_max_pool as adaptive_max_pool
 from convgrad.ops.conv import conv as conv
 from convgrad.ops.conv_textbook import flip_and_swap as flip_and_swap
 from convgrad.ops.conv_transpose import conv_transpose as conv_transpose
@@ -27,6 +29,8 @@ from convgrad.ops.upsample import upsample as upsample
 __version__ = "0.1.0"
 
 __all__ = [
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
     "avg_pool",
     "batch_norm",
     "conv",

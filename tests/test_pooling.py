@@ -1,13 +1,17 @@
 """Facts about max_pool, max_unpool and avg_pool beyond the registry's four-way checks.
 
-Hand-computed examples (ties, NaN, -inf padding, coinciding switches), the
-switches against the loop reference, the adjoint identity of max_unpool, both
-max-pool backward paths, integer outputs and inputs under autodiff, bad inputs,
-and mutation tests: each injects one real bug and asserts the checks catch it.
+Hand-computed examples (ties, NaN, -inf padding, coinciding switches, dilation,
+ceil mode, the average's divisors), the switches against the loop reference, the
+adjoint identity of max_unpool, both max-pool backward paths, inputs without a
+batch axis, zero-size inputs, integer outputs and inputs under autodiff, bad
+inputs, oversized requests, the docstrings, and mutation tests: each injects one
+real bug and asserts the checks catch it. The comparisons with PyTorch are in
+``tests/test_pytorch_parity.py``; the adaptive pools in ``tests/test_adaptive_pooling.py``.
 """
 
 from __future__ import annotations
 
+import doctest
 import math
 import os
 import re
@@ -170,6 +174,141 @@ def test_out_of_range_switches_are_dropped():
     np.testing.assert_array_equal(vjp(jnp.array([[[1.0, 10.0, 100.0, 1000.0]]]))[0][0, 0], [0, 1000, 0, 1])
 
 
+def _pool_and_grad(op, x, g, **options):
+    """``op(x, **options)``'s first output and the VJP of ``g`` through it, as one compiled program."""
+
+    @jax.jit
+    def run(x, g):
+        y, vjp = jax.vjp(lambda x: jax.tree.leaves(op(x, **options))[0], x)
+        return y, vjp(g)[0]
+
+    return run(x, g)
+
+
+def test_dilated_window_skips_samples():
+    """Window 2, dilation 2, stride 1 over 1 9 3 2 5: windows {x0, x2}, {x1, x3}, {x2, x4}."""
+    row = jnp.array([[[1.0, 9.0, 3.0, 2.0, 5.0]]])
+    y, switches = convgrad.max_pool(row, 2, 1, dilation=2)
+    np.testing.assert_array_equal(y[0, 0], [3, 9, 5])
+    np.testing.assert_array_equal(switches[0, 0], [2, 1, 4])
+    _, dx = _pool_and_grad(convgrad.max_pool, row, jnp.array([[[1.0, 10.0, 100.0]]]), window=2, stride=1, dilation=2)
+    np.testing.assert_array_equal(dx[0, 0], [0, 10, 1, 0, 100])
+
+
+def test_dilated_windows_overlap_and_add():
+    """Window 2, dilation 3, stride 1, padding 1 over 6 samples: (6 + 2 - 4) + 1 = 5 windows, taps (-1, 2), (0, 3),
+    (1, 4), (2, 5), (3, 6); the last reads the high padding at 6."""
+    row = jnp.array([[[0.0, 1.0, 7.0, 2.0, 3.0, 4.0]]])
+    y, switches = convgrad.max_pool(row, 2, 1, 1, dilation=3)
+    # (pad, 7) -> 7 at 2; (0, 2) -> 2 at 3; (1, 3) -> 3 at 4; (7, 4) -> 7 at 2; (2, pad) -> 2 at 3
+    np.testing.assert_array_equal(y[0, 0], [7, 2, 3, 7, 2])
+    np.testing.assert_array_equal(switches[0, 0], [2, 3, 4, 2, 3])
+    g = jnp.array([[[1.0, 10.0, 100.0, 1000.0, 10000.0]]])
+    _, dx = _pool_and_grad(convgrad.max_pool, row, g, window=2, stride=1, padding=1, dilation=3)
+    np.testing.assert_array_equal(dx[0, 0], [0, 0, 1001, 10010, 100, 0])  # windows 0 and 3 share x2, 1 and 4 x3
+
+
+def test_a_huge_dilation_and_padding_build_no_padded_copy():
+    """Window 2, dilation 10^6, high padding 10^6 on a 3x3 plane: each window's second tap reads padding, so y = x.
+
+    A padded copy of the input would hold (10^6 + 3)^2 values (4 TB in float32); the taps are
+    slices of the input with their padded windows filled in, and so are the backward's phases.
+    """
+    x = jnp.arange(9.0).reshape(1, 1, 3, 3)
+    options = {"window": 2, "stride": 1, "padding": ((0, 10**6), (0, 10**6)), "dilation": 10**6}
+    y, switches = jax.jit(lambda x: convgrad.max_pool(x, **options))(x)
+    np.testing.assert_array_equal(y, x)
+    np.testing.assert_array_equal(switches[0, 0], np.arange(9).reshape(3, 3))
+    _, dx = _pool_and_grad(convgrad.max_pool, x, 2 * x, **options)
+    np.testing.assert_array_equal(dx, 2 * x)
+
+
+def test_ceil_mode_adds_the_partial_window():
+    """Window 2 over 5 samples: floor gives 2 windows, ceil 3; the third holds x4 alone."""
+    row = jnp.array([[[1.0, 9.0, 3.0, 2.0, 5.0]]])
+    assert convgrad.max_pool(row, 2)[0].shape == (1, 1, 2)
+    y, switches = convgrad.max_pool(row, 2, ceil_mode=True)
+    np.testing.assert_array_equal(y[0, 0], [9, 3, 5])
+    np.testing.assert_array_equal(switches[0, 0], [1, 2, 4])
+    # the average of the partial window divides by 1, its one sample, however count_include_pad is set
+    for count_include_pad in (True, False):
+        y = convgrad.avg_pool(row, 2, ceil_mode=True, count_include_pad=count_include_pad)
+        np.testing.assert_array_equal(y[0, 0], [5, 2.5, 5])
+
+
+def test_ceil_mode_never_starts_a_window_in_the_high_padding():
+    """5 samples, window 2, stride 2, padding 1: ceil((5 + 2 - 2) / 2) + 1 = 4 windows would start at padded 6,
+    the high padding (6 >= 5 + 1), so there are 3, starting at -1, 1, 3 (PyTorch's rule)."""
+    row = jnp.array([[[1.0, 9.0, 3.0, 2.0, 5.0]]])
+    y, switches = convgrad.max_pool(row, 2, 2, 1, ceil_mode=True)
+    np.testing.assert_array_equal(y[0, 0], [1, 9, 5])
+    np.testing.assert_array_equal(switches[0, 0], [0, 1, 4])
+    np.testing.assert_array_equal(convgrad.avg_pool(row, 2, 2, 1, ceil_mode=True)[0, 0], [0.5, 6, 3.5])
+
+
+def test_average_divisors_by_hand():
+    """Ones, window 3, stride 2, padding 1, ceil mode, 8 samples: windows start at -1, 1, 3, 5, 7.
+
+    The last, [7, 8, 9], reaches past the padded input (9 samples): PyTorch's divisor counts the
+    taps up to ``in + hi`` (2), so it averages x7 and one pad: 1/2. The first holds a pad: 2/3.
+    ``count_include_pad=False`` divides by the real taps only; ``divisor_override`` by its value.
+    """
+    x = jnp.ones((1, 1, 8))
+    options = {"window": 3, "stride": 2, "padding": 1, "ceil_mode": True}
+    g = jnp.array([[[3.0, 3.0, 3.0, 3.0, 2.0]]])
+    y, dx = _pool_and_grad(convgrad.avg_pool, x, g, **options)
+    np.testing.assert_allclose(y[0, 0], [2 / 3, 1, 1, 1, 1 / 2], rtol=1e-15)
+    # each g / D back to the window's real taps: x0 gets 3/3; x1 3/3 + 3/3; ...; x7 3/3 + 2/2
+    np.testing.assert_allclose(dx[0, 0], [1, 2, 1, 2, 1, 2, 1, 2], rtol=1e-15)
+    y, dx = _pool_and_grad(convgrad.avg_pool, x, g, count_include_pad=False, **options)
+    np.testing.assert_allclose(y[0, 0], [1, 1, 1, 1, 1], rtol=1e-15)
+    np.testing.assert_allclose(dx[0, 0], [1.5, 2.5, 1, 2, 1, 2, 1, 3], rtol=1e-15)  # x1: 3/2 + 3/3; x7: 3/3 + 2/1
+    y, dx = _pool_and_grad(convgrad.avg_pool, x, g, divisor_override=2, **options)
+    np.testing.assert_allclose(y[0, 0], [1, 1.5, 1.5, 1.5, 0.5], rtol=1e-15)
+    np.testing.assert_allclose(dx[0, 0], [1.5, 3, 1.5, 3, 1.5, 3, 1.5, 2.5], rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("op", "x_shape", "options"),
+    [
+        (convgrad.max_pool, (3, 7, 7), {"window": (3, 3), "stride": 2, "padding": 1}),
+        (convgrad.max_pool, (7, 7, 3), {"window": (2, 2), "channel_axis": -1}),
+        (convgrad.avg_pool, (2, 9), {"window": (3,), "stride": 2, "ceil_mode": True, "count_include_pad": False}),
+        (convgrad.max_pool, (2, 4, 5, 6), {"window": (2, 2, 2), "dilation": (1, 2, 1)}),
+    ],
+    ids=["max-2d", "max-channels-last", "avg-1d", "max-3d"],
+)
+def test_an_input_without_batch_axis_is_one_example(op, x_shape, options):
+    """A tuple window of n entries reads a rank n + 1 input as one example: the batch of one, its axis dropped."""
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(x_shape))
+    g = jnp.asarray(
+        np.random.default_rng(1).standard_normal(
+            jax.eval_shape(lambda x: jax.tree.leaves(op(x, **options))[0], x).shape
+        )
+    )
+    y, dx = _pool_and_grad(op, x, g, **options)
+    y_batched, dx_batched = _pool_and_grad(op, x[None], g[None], **options)
+    np.testing.assert_array_equal(y, y_batched[0])
+    np.testing.assert_array_equal(dx, dx_batched[0])
+    if op is convgrad.max_pool:
+        np.testing.assert_array_equal(op(x, **options)[1], op(x[None], **options)[1][0])
+
+
+def test_an_int_window_reads_the_input_as_batched():
+    """Documented: with an int window, (3, 8, 8) is a batch of 3 signals of 8 channels; a tuple makes it an image."""
+    x = jnp.ones((3, 8, 8))
+    assert convgrad.max_pool(x, 2)[0].shape == (3, 8, 4)
+    assert convgrad.max_pool(x, (2, 2))[0].shape == (3, 4, 4)
+    assert convgrad.avg_pool(x, 2).shape == (3, 8, 4)
+    assert convgrad.avg_pool(x, (2, 2)).shape == (3, 4, 4)
+
+
+def test_max_unpool_without_batch_axis():
+    y = jnp.array([[5.0, 7.0], [1.0, 2.0]])  # (C, 2) with output_size (4,): two planes of 4
+    switches = jnp.array([[1, 3], [0, 0]])
+    np.testing.assert_array_equal(convgrad.max_unpool(y, switches, (4,)), [[0, 5, 0, 7], [3, 0, 0, 0]])
+
+
 # ---------------------------------------------------------------------------- properties
 
 
@@ -211,8 +350,9 @@ def test_max_unpool_is_the_adjoint_of_the_gather(data):
 # ---------------------------------------------------------------------------- the two max-pool backward paths
 
 
-def _geometry(shape, window, stride=None, padding=0, channel_axis=1) -> PoolGeometry:
-    return pooling.pool_arguments("max_pool", np.zeros(shape), window, stride, padding, channel_axis)[1]
+def _geometry(shape, window, stride=None, padding=0, channel_axis=1, dilation=1, ceil_mode=False) -> PoolGeometry:
+    x = np.zeros(shape)
+    return pooling.pool_arguments("max_pool", x, window, stride, padding, channel_axis, dilation, ceil_mode)[1]
 
 
 NON_OVERLAPPING = [((2, 3, 9), 2), ((2, 3, 6, 7), (2, 3)), ((1, 2, 5, 4, 7), 2)]
@@ -248,16 +388,24 @@ def test_reshape_backward_equals_the_scatter(shape, window, channels_last):
 
 
 OVERLAPPING = [
-    ((1, 2, 9), 3, 1, 0),  # stride 1: one phase, three shifted copies; a batch of one (padded to two chunks)
-    ((3, 2, 12, 11), 3, 2, 1),  # the ResNet stem's 3x3/2 pad 1: four phases of 1, 2, 2 and 4 copies; 3 examples
-    ((2, 3, 11, 8), (3, 2), (2, 3), ((2, 0), (0, 1))),  # gaps along w (k < s): a phase no window reaches
-    ((2, 1, 5, 6, 7), 2, (1, 2, 2), ((1, 0), (1, 1), (0, 1))),  # 3-d
+    ((1, 2, 9), 3, 1, 0, {}),  # stride 1: one phase, three shifted copies; a batch of one (padded to two chunks)
+    ((3, 2, 12, 11), 3, 2, 1, {}),  # the ResNet stem's 3x3/2 pad 1: four phases of 1, 2, 2 and 4 copies; 3 examples
+    ((2, 3, 11, 8), (3, 2), (2, 3), ((2, 0), (0, 1)), {}),  # gaps along w (k < s): a phase no window reaches
+    ((2, 1, 5, 6, 7), 2, (1, 2, 2), ((1, 0), (1, 1), (0, 1)), {}),  # 3-d
+    ((2, 2, 13, 12), 3, 2, 2, {"dilation": 2}),  # dilation 2, stride 2: every tap in phase 0, shifted by t
+    ((2, 2, 14), 3, 2, 1, {"dilation": 3}),  # dilation 3, stride 2: the taps alternate phases
+    ((2, 2, 9, 10), 3, 2, 1, {"ceil_mode": True}),  # ceil mode: the last windows run past the padding
+    ((1, 2, 3), 2, 5, 0, {}),  # stride > input: one position per phase, phases past the input dropped
 ]
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["channel-first", "channels-last"])
-@pytest.mark.parametrize(("shape", "window", "stride", "padding"), OVERLAPPING, ids=["1d", "stem", "gaps", "3d"])
-def test_phase_backward_equals_the_scatter(shape, window, stride, padding, channels_last):
+@pytest.mark.parametrize(
+    ("shape", "window", "stride", "padding", "options"),
+    OVERLAPPING,
+    ids=["1d", "stem", "gaps", "3d", "dilated", "dilated-phases", "ceil", "stride-past-input"],
+)
+def test_phase_backward_equals_the_scatter(shape, window, stride, padding, options, channels_last):
     """Any other geometry takes the per-phase dx from the saved taps; it equals the scatter-add to the switches.
 
     The cotangent holds small integers, so every sum is exact in float64 whatever its order,
@@ -268,9 +416,9 @@ def test_phase_backward_equals_the_scatter(shape, window, stride, padding, chann
     axis = 1
     if channels_last:
         x, axis = np.moveaxis(x, 1, -1), -1
-    geometry = pooling.pool_arguments("max_pool", x, window, stride, padding, axis)[1]
+    geometry = pooling.pool_arguments("max_pool", x, window, stride, padding, axis, **options)[1]
     assert not geometry.non_overlapping
-    pool = partial(convgrad.max_pool, window=window, stride=stride, padding=padding, channel_axis=axis)
+    pool = partial(convgrad.max_pool, window=window, stride=stride, padding=padding, channel_axis=axis, **options)
     x = jnp.asarray(x)
     g = jnp.asarray(rng.integers(-8, 9, jax.eval_shape(pool, x)[0].shape).astype(np.float64))
 
@@ -291,6 +439,21 @@ def test_phase_backward_equals_the_scatter(shape, window, stride, padding, chann
 def test_registry_cases_cover_both_backward_paths_in_both_layouts():
     geometries = [_geometry(case.shapes[0], **case.options) for case in OPS["max_pool"].cases]
     assert {(g.non_overlapping, g.channels_last) for g in geometries} == {(a, b) for a in (0, 1) for b in (0, 1)}
+
+
+def test_registry_cases_cover_every_new_argument():
+    """Each new switch is in some default case, and so are inputs without a batch axis and zero-size ones."""
+    max_cases, avg_cases = OPS["max_pool"].cases, OPS["avg_pool"].cases
+    assert any(case.options.get("dilation", 1) != 1 for case in max_cases)
+    assert any(case.options.get("ceil_mode") for case in max_cases)
+    assert any(case.options.get("ceil_mode") for case in avg_cases)
+    assert any(case.options.get("count_include_pad") is False for case in avg_cases)
+    assert any(case.options.get("divisor_override") for case in avg_cases)
+    for cases in (max_cases, avg_cases):
+        window_tuples = [c for c in cases if isinstance(c.options["window"], tuple)]
+        assert any(len(c.shapes[0]) == len(c.options["window"]) + 1 for c in window_tuples)  # no batch axis
+        zero = {i if i < 2 else "spatial" for c in cases for i, size in enumerate(c.shapes[0]) if size == 0}
+        assert zero == {0, 1, "spatial"}
 
 
 # ---------------------------------------------------------------------------- integer outputs and inputs under autodiff
@@ -361,6 +524,107 @@ def test_dtypes(dtype):
     assert jax.eval_shape(jax.grad(lambda x: convgrad.max_pool(x, 2)[0].sum()), x).dtype == dtype
 
 
+# ---------------------------------------------------------------------------- zero-size inputs
+
+ZERO_SIZE = [
+    # (op, input shape, options, result shape): lax's and PyTorch's shapes; no windows along an empty spatial dim.
+    # The VJPs marked "raised" raised before (ZeroDivisionError, or "output would be empty"); the others keep working.
+    (convgrad.max_pool, (0, 3, 7, 7), {"window": 3, "stride": 2, "padding": 1}, (0, 3, 4, 4)),  # raised
+    (convgrad.max_pool, (0, 3, 6, 6), {"window": 2}, (0, 3, 3, 3)),
+    (convgrad.max_pool, (2, 0, 7, 7), {"window": 3, "stride": 2, "padding": 1}, (2, 0, 4, 4)),  # raised
+    (convgrad.max_pool, (2, 3, 0, 5), {"window": (2, 2)}, (2, 3, 0, 2)),  # raised
+    (convgrad.max_pool, (0, 7, 7, 3), {"window": 3, "stride": 2, "dilation": 2, "channel_axis": -1}, (0, 2, 2, 3)),
+    (
+        convgrad.avg_pool,
+        (0, 3, 7, 7),
+        {"window": 3, "stride": 2, "padding": 1, "count_include_pad": False},
+        (0, 3, 4, 4),
+    ),
+    (convgrad.avg_pool, (2, 0, 6, 6), {"window": 2}, (2, 0, 3, 3)),
+    (convgrad.avg_pool, (2, 3, 0, 6), {"window": 2, "stride": 2}, (2, 3, 0, 3)),  # raised
+    (convgrad.avg_pool, (3, 0), {"window": (2,), "ceil_mode": True}, (3, 0)),  # raised
+]
+
+
+@pytest.mark.parametrize(
+    ("op", "shape", "options", "expected"), ZERO_SIZE, ids=[f"{o.__name__}-{s}" for o, s, *_ in ZERO_SIZE]
+)
+def test_zero_size_inputs_give_zero_size_results_and_gradients(op, shape, options, expected):
+    """Forward and VJP of an empty input, under jit: empty results of lax's shape, an empty gradient of the input's."""
+    x = jnp.zeros(shape)
+    y, dx = _pool_and_grad(op, x, jnp.zeros(expected), **options)
+    assert y.shape == expected and dx.shape == shape
+    if op is convgrad.max_pool:
+        assert op(x, **options)[1].shape == expected
+
+
+@pytest.mark.parametrize(
+    ("y_shape", "output_size"),
+    [((0, 2, 3, 3), (5, 5)), ((2, 0, 3, 3), (5, 5)), ((2, 2, 0, 3), (4, 4)), ((2, 2, 3), (0,))],
+    ids=["no batch", "no channels", "no values", "empty map"],
+)
+def test_zero_size_max_unpool(y_shape, output_size):
+    """An empty batch or channel set (which raised ZeroDivisionError), no values (a zero map), an empty map (which
+    raised: output sizes had to be positive)."""
+    y = jnp.ones(y_shape)
+    switches = jnp.zeros(y_shape, jnp.int32)
+    x, vjp = jax.vjp(lambda y: convgrad.max_unpool(y, switches, output_size), y)
+    assert x.shape == (*y_shape[:2], *output_size) and not np.any(x)
+    (dy,) = vjp(jnp.ones(x.shape))
+    assert dy.shape == y_shape and not np.any(dy)  # an empty map: every switch out of range, no gradient
+
+
+# ---------------------------------------------------------------------------- oversized requests
+
+_OVERSIZED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))  # a 4 GiB address space: an allocation would fail
+import jax.numpy as jnp, convgrad
+try:
+    convgrad.max_unpool(jnp.zeros((1, 1, 2, 2)), jnp.zeros((1, 1, 2, 2), jnp.int32), (10**6, 10**6))
+except ValueError as error:
+    print(error)
+"""
+
+
+def test_an_unpool_output_too_large_for_memory_is_a_value_error_before_xla_sees_it():
+    """``output_size=(10**6, 10**6)`` raised an OverflowError naming neither; in a process that cannot allocate it."""
+    done = subprocess.run(
+        [sys.executable, "-c", _OVERSIZED],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.fullmatch(
+        r"max_unpool: output_size=\(1000000, 1000000\) makes the output \(1, 1, 1000000, 1000000\) float32, "
+        r"4000000000000 bytes, more than the [0-9]+ bytes of memory this process can use\n",
+        done.stdout,
+    ), done.stdout
+
+
+# ---------------------------------------------------------------------------- docstrings
+
+PUBLIC_POOLS = [convgrad.max_pool, convgrad.max_unpool, convgrad.avg_pool]
+
+
+@pytest.mark.parametrize("op", PUBLIC_POOLS, ids=lambda op: op.__name__)
+def test_docstring_ends_with_raises_examples_references_and_its_examples_run(op):
+    """Issue 14: ``Raises:``, a runnable ``Examples:`` block and ``References:``, in that order, at the end."""
+    doc = op.__doc__
+    sections = [doc.index(f"\n    {name}:\n") for name in ("Args", "Returns", "Raises", "Examples", "References")]
+    assert sections == sorted(sections)
+    with jax.enable_x64(False):  # the examples show the default float32
+        finder = doctest.DocTestFinder()
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        for test in finder.find(op, op.__name__, globs={}):
+            runner.run(test)
+    assert runner.tries >= 2 and runner.failures == 0
+
+
 # ---------------------------------------------------------------------------- mutation tests
 
 
@@ -393,15 +657,27 @@ def _phase_grad_by_scatter_set(g, taps, geometry):
     return _scatter_set(g, pooling.tap_switches(taps, geometry), geometry.in_spatial)
 
 
-def _real_element_count(geometry):
-    """Bug: divide by the number of real (non-padded) elements of each window (count_include_pad=False)."""
-    real = pool_windows.real_taps(geometry)
-    return len(geometry.tap_offsets) if real is None else sum(r.astype(int) for r in real)
+_AVG_POOL_DIVISORS = pooling.avg_pool_divisors  # the unmutated function
 
 
-def _input_grad_without_divisor(g, geometry):
-    """Bug: the backward forgets the 1 / K."""
+def _real_element_count(geometry, count_include_pad, divisor_override):
+    """Bug: always divide by the number of real (non-padded) elements of each window (count_include_pad=False)."""
+    return _AVG_POOL_DIVISORS(geometry, False, divisor_override)
+
+
+def _padded_window_size(geometry, count_include_pad, divisor_override):
+    """Bug: always divide by K, the window's size (ignores count_include_pad, the ceil-mode cut, the override)."""
+    return math.prod(geometry.window)
+
+
+def _input_grad_without_divisor(g, geometry, divisor):
+    """Bug: the backward forgets the 1 / D."""
     return pool_windows.spread_to_taps(g, geometry)
+
+
+def _contiguous_tap_offsets(geometry, t):
+    """Bug (in the per-phase backward only): tap ``t`` placed at ``t - lo``, as if the window were contiguous."""
+    return tuple(t_d - lo for t_d, (lo, _) in zip(t, geometry.padding))
 
 
 def _tiled_grad_without_interleave(g, taps, geometry):
@@ -444,18 +720,40 @@ def test_mutation_set_instead_of_add_in_the_phase_backward_is_caught(mutate):
         _check_coinciding_switches_add()
 
 
+def _avg_case(**wanted) -> int:
+    """The index of the first avg_pool grid case with these options."""
+    cases = OPS["avg_pool"].cases
+    return next(i for i, c in enumerate(cases) if all(c.options.get(k) == v for k, v in wanted.items()))
+
+
 @pytest.mark.parametrize(
     ("name", "bug", "case"),
     [
-        ("window_divisor", _real_element_count, 0),  # case 0 is padded
-        ("window_divisor", lambda geometry: 1, 1),
-        ("avg_pool_input_grad", _input_grad_without_divisor, 1),
+        ("avg_pool_divisors", _real_element_count, {"padding": 1, "stride": 2, "window": 3}),  # padding counts
+        ("avg_pool_divisors", _padded_window_size, {"count_include_pad": False}),
+        ("avg_pool_divisors", _padded_window_size, {"ceil_mode": True, "padding": 1}),  # the last window cut short
+        ("avg_pool_divisors", _padded_window_size, {"divisor_override": 4}),
+        ("avg_pool_divisors", lambda geometry, count_include_pad, divisor_override: 1, {"window": 2}),
+        ("avg_pool_input_grad", _input_grad_without_divisor, {"window": 2}),
     ],
-    ids=["divide by real elements", "no 1/K", "no 1/K in backward"],
+    ids=[
+        "count only real taps",
+        "ignore count_include_pad",
+        "ignore the ceil cut",
+        "ignore the override",
+        "no 1/D",
+        "no 1/D in backward",
+    ],
 )
 def test_mutation_wrong_average_divisor_is_caught(mutate, name, bug, case):
     mutate(pooling, name, bug)
-    assert _fails("avg_pool", case)
+    assert _fails("avg_pool", _avg_case(**case))
+
+
+def test_mutation_dilation_ignored_in_the_phase_backward_is_caught(mutate):
+    mutate(pooling, "tap_offsets_of", _contiguous_tap_offsets)
+    dilated = next(i for i, c in enumerate(OPS["max_pool"].cases) if c.options.get("dilation", 1) != 1)
+    assert _fails("max_pool", dilated)
 
 
 def test_mutation_in_the_reshape_backward_is_caught(mutate):
@@ -477,7 +775,17 @@ POOL_BAD_INPUTS = [
     ),
     ((X, 2), {"channel_axis": True}, ValueError, "got channel_axis=True"),
     ((X, (2, 0)), {}, ValueError, r"window must be an int or 2 ints each >= 1, got window=\(2, 0\)"),
-    ((X, (2, 2, 2)), {}, ValueError, r"window must be an int or 2 ints .* got window=\(2, 2, 2\)"),
+    ((X, (2, 2, 2, 2)), {}, ValueError, r"window must have 1 to 3 entries \(one per spatial dim\), got window="),
+    (
+        (X, (2,)),
+        {},
+        ValueError,
+        r"window=\(2,\) has 1 entry \(1 spatial dim\), so x must be batched, rank 3 \(N, C and 1 spatial\), or "
+        r"unbatched, rank 2 \(C and 1 spatial\), got x.shape=\(2, 3, 6, 6\)",
+    ),
+    ((X, 2), {"ceil_mode": 1}, TypeError, r"ceil_mode must be a bool \(True or False\), got ceil_mode=1"),
+    ((X, 2), {"ceil_mode": "yes"}, TypeError, "ceil_mode must be a bool .* got ceil_mode='yes'"),
+    ((X, 2), {"ceil_mode": None}, TypeError, "ceil_mode must be a bool .* got ceil_mode=None"),
     ((X, 2.0), {}, TypeError, "window must be an int, got window=2.0"),
     ((X, 2), {"stride": 0}, ValueError, "stride must be positive, got stride=0"),
     ((X, 2), {"stride": (1, -1)}, ValueError, r"stride=\(1, -1\)"),
@@ -514,6 +822,48 @@ def test_bad_pool_input_raises_a_clear_error(op, args, kwargs, error, message):
         getattr(convgrad, op)(*args, **kwargs)
 
 
+MAX_POOL_BAD_INPUTS = [
+    ((X, 2), {"dilation": 0}, ValueError, "dilation must be positive, got dilation=0"),
+    ((X, 2), {"dilation": (1, 0)}, ValueError, r"dilation must be an int or 2 ints each >= 1, got dilation=\(1, 0\)"),
+    (
+        (np.zeros((1, 1, 2), np.float32), 2),
+        {"stride": 1, "padding": 1, "dilation": 3},
+        ValueError,
+        "window 0 along spatial dim 0 holds no input element .* every tap reads padding",  # taps -1 and 2 of 0, 1
+    ),
+    (
+        (X, 2),
+        {"padding": 4, "dilation": 2},
+        ValueError,
+        r"padding=4 must be smaller than the dilated window \(k - 1\) d \+ 1 = 3 on both sides .* dilation 2",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"), MAX_POOL_BAD_INPUTS, ids=[m[:30] for *_, m in MAX_POOL_BAD_INPUTS]
+)
+def test_bad_max_pool_input_raises_a_clear_error(args, kwargs, error, message):
+    with pytest.raises(error, match=r"^max_pool: " + message):
+        convgrad.max_pool(*args, **kwargs)
+
+
+AVG_POOL_BAD_INPUTS = [
+    ({"count_include_pad": 0}, TypeError, "count_include_pad must be a bool .* got count_include_pad=0"),
+    ({"divisor_override": 0}, ValueError, "divisor_override must be a nonzero int or None, got divisor_override=0"),
+    ({"divisor_override": 2.5}, TypeError, "divisor_override must be an int, got divisor_override=2.5"),
+    ({"divisor_override": True}, TypeError, "divisor_override must be an int, got divisor_override=True"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"), AVG_POOL_BAD_INPUTS, ids=[m[:30] for *_, m in AVG_POOL_BAD_INPUTS]
+)
+def test_bad_avg_pool_input_raises_a_clear_error(kwargs, error, message):
+    with pytest.raises(error, match=r"^avg_pool: " + message):
+        convgrad.avg_pool(X, 2, **kwargs)
+
+
 UNPOOL_BAD_INPUTS = [
     (
         (Y, S.astype(np.float32), (6, 6)),
@@ -534,13 +884,26 @@ UNPOOL_BAD_INPUTS = [
     (
         (Y, S, (6,)),
         ValueError,
-        r"output_size must be 2 positive ints \(one per spatial dim of y\), got output_size=\(6,\)",
+        r"output_size=\(6,\) has 1 entry \(1 spatial dim\), so y must be batched, rank 3 \(N, C and 1 spatial\), "
+        r"or unbatched, rank 2 \(C and 1 spatial\), got y.shape=\(2, 3, 3, 3\)",
     ),
-    ((Y, S, (6, 0)), ValueError, r"output_size must be 2 positive ints .* got output_size=\(6, 0\)"),
-    ((Y, S, (6, 6.0)), TypeError, r"output_size must be 2 positive ints .* got output_size=\(6, 6.0\)"),
-    ((Y, S, 6), TypeError, "output_size must be 2 positive ints .* got output_size=6"),
+    ((Y, S, (6, -1)), ValueError, r"output_size must be a sequence of 1 to 3 ints >= 0 .* got output_size=\(6, -1\)"),
+    ((Y, S, (6, 6.0)), TypeError, r"output_size must be a sequence of 1 to 3 ints >= 0 .* got output_size=\(6, 6.0\)"),
+    ((Y, S, 6), TypeError, "output_size must be a sequence of 1 to 3 ints >= 0 .* got output_size=6"),
+    ((Y, S, (2, 2, 2, 2)), ValueError, r"output_size must have 1 to 3 entries"),
     ((Y.astype(np.int32), S, (6, 6)), TypeError, "y must have a real floating dtype .* y.dtype=int32"),
-    ((Y[0, 0], S[0, 0], (6, 6)), ValueError, r"y must have 3 to 5 dims \(\(N, C, \*spatial\) .* got y.shape=\(3, 3\)"),
+    ((Y[0, 0], S[0, 0], (6, 6)), ValueError, r"output_size=\(6, 6\) has 2 entries .* got y.shape=\(3, 3\)"),
+    (
+        (Y, S.astype(np.uint8), (20, 20)),
+        ValueError,
+        r"output_size=\(20, 20\) has 400 positions per plane, more than switches.dtype=uint8 can index \(at most 255\)",
+    ),
+    (
+        (Y, S, (10**6, 10**6)),
+        ValueError,
+        r"output_size=\(1000000, 1000000\) makes the output \(2, 3, 1000000, 1000000\) float32, 24000000000000 "
+        r"bytes, more than the [0-9]+ bytes of memory this process can use",
+    ),
 ]
 
 

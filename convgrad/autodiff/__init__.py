@@ -25,6 +25,8 @@ from convgrad.autodiff.normalization import batch_norm as batch_norm
 from convgrad.autodiff.normalization import group_norm as group_norm
 from convgrad.autodiff.normalization import instance_norm as instance_norm
 from convgrad.autodiff.normalization import layer_norm as layer_norm
+from convgrad.autodiff.pooling import adaptive_avg_pool as adaptive_avg_pool
+from convgrad.autodiff.pooling import adaptive_max_pool as adaptive_max_pool
 from convgrad.autodiff.pooling import avg_pool as avg_pool
 from convgrad.autodiff.pooling import max_pool as max_pool
 from convgrad.autodiff.pooling import max_unpool as max_unpool

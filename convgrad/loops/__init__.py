@@ -46,6 +46,10 @@ from convgrad.loops.normalization import instance_norm as instance_norm
 from convgrad.loops.normalization import instance_norm_vjp as instance_norm_vjp
 from convgrad.loops.normalization import layer_norm as layer_norm
 from convgrad.loops.normalization import layer_norm_vjp as layer_norm_vjp
+from convgrad.loops.pooling import adaptive_avg_pool as adaptive_avg_pool
+from convgrad.loops.pooling import adaptive_avg_pool_vjp as adaptive_avg_pool_vjp
+from convgrad.loops.pooling import adaptive_max_pool as adaptive_max_pool
+from convgrad.loops.pooling import adaptive_max_pool_vjp as adaptive_max_pool_vjp
 from convgrad.loops.pooling import avg_pool as avg_pool
 from convgrad.loops.pooling import avg_pool_vjp as avg_pool_vjp
 from convgrad.loops.pooling import max_pool as max_pool

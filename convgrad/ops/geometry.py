@@ -99,35 +99,98 @@ class ConvGeometry:
 
 @dataclasses.dataclass(frozen=True)
 class PoolGeometry:
-    """Everything static about one pooling: per-spatial-dim window, stride, ``(lo, hi)`` padding and input size."""
+    """Everything static about one pooling: per-spatial-dim window, stride, ``(lo, hi)`` padding, dilation, input size.
+
+    ``ceil_mode`` chooses PyTorch's output-size rule (:func:`pool_output_size`);
+    ``channels_last`` the layout (``N, *spatial, C`` rather than ``N, C, *spatial``);
+    ``batched=False`` an input without its batch axis (``C, *spatial``), which the
+    ops give one for the computation and take away again.
+    """
 
     window: tuple[int, ...]
     stride: tuple[int, ...]
     padding: tuple[Pair, ...]
+    dilation: tuple[int, ...]
     in_spatial: tuple[int, ...]
+    ceil_mode: bool = False
     channels_last: bool = False
+    batched: bool = True
 
     @property
     def out_spatial(self) -> tuple[int, ...]:
-        """``(in + lo + hi - k) // s + 1`` per spatial dim."""
+        """:func:`pool_output_size` per spatial dim."""
         return tuple(
-            conv_output_size(i, k, s, p, 1)
-            for i, k, s, p in zip(self.in_spatial, self.window, self.stride, self.padding)
+            pool_output_size(i, k, s, p, d, self.ceil_mode)
+            for i, k, s, p, d in zip(self.in_spatial, self.window, self.stride, self.padding, self.dilation)
         )
 
     @property
     def tap_offsets(self) -> tuple[tuple[int, ...], ...]:
-        """The ``K = prod(window)`` tap offsets ``t`` of a window, in raster order (the tap index is their position)."""
+        """The ``K = prod(window)`` taps ``t`` of a window, in raster order (the tap index is their position).
+
+        Tap ``t`` of window ``i`` reads unpadded input position ``i s + t d - lo`` per spatial dim.
+        """
         return tuple(itertools.product(*map(range, self.window)))
 
     @property
     def non_overlapping(self) -> bool:
-        """``s = k`` and no padding: the windows tile the input; every element lies in at most one window."""
-        return self.stride == self.window and all(p == (0, 0) for p in self.padding)
+        """The windows tile the input: ``s = k``, taps adjacent, no padding, no partial (ceil-mode) window."""
+        return (
+            self.stride == self.window
+            and all(d == 1 or k == 1 for d, k in zip(self.dilation, self.window))
+            and all(p == (0, 0) for p in self.padding)
+            and all(o * k <= i for o, k, i in zip(self.out_spatial, self.window, self.in_spatial))
+        )
 
     @property
     def first_spatial_axis(self) -> int:
-        """The axis of the first spatial dim: 1 channels-last (``N, *spatial, C``), else 2."""
+        """The axis of the first spatial dim of the batched array: 1 channels-last (``N, *spatial, C``), else 2."""
+        return 1 if self.channels_last else 2
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptivePoolGeometry:
+    """Everything static about one adaptive pooling: input and output size per spatial dim, layout, batch axis.
+
+    Window ``i`` of a spatial dim spans ``[adaptive_window_start(i), adaptive_window_end(i))``,
+    PyTorch's rule; the windows differ in size and may overlap.
+    """
+
+    in_spatial: tuple[int, ...]
+    out_spatial: tuple[int, ...]
+    channels_last: bool = False
+    batched: bool = True
+
+    @property
+    def starts(self) -> tuple[tuple[int, ...], ...]:
+        """Per spatial dim, where each window starts: ``floor(i in / out)``."""
+        return tuple(
+            tuple(adaptive_window_start(i, n, o) for i in range(o)) for n, o in zip(self.in_spatial, self.out_spatial)
+        )
+
+    @property
+    def ends(self) -> tuple[tuple[int, ...], ...]:
+        """Per spatial dim, one past where each window ends: ``ceil((i + 1) in / out)``."""
+        return tuple(
+            tuple(adaptive_window_end(i, n, o) for i in range(o)) for n, o in zip(self.in_spatial, self.out_spatial)
+        )
+
+    @property
+    def tiled(self) -> bool:
+        """``out`` divides ``in`` in every spatial dim: the windows are a regular pool's, window = stride = in / out."""
+        return all(o > 0 and n % o == 0 for n, o in zip(self.in_spatial, self.out_spatial))
+
+    def as_pool(self) -> PoolGeometry:
+        """The :class:`PoolGeometry` of the same windows, when :attr:`tiled`: window = stride = ``in / out``."""
+        window = tuple(n // o for n, o in zip(self.in_spatial, self.out_spatial))
+        ones = (1,) * len(window)
+        return PoolGeometry(
+            window, window, ((0, 0),) * len(window), ones, self.in_spatial, False, self.channels_last, self.batched
+        )
+
+    @property
+    def first_spatial_axis(self) -> int:
+        """The axis of the first spatial dim of the batched array: 1 channels-last, else 2."""
         return 1 if self.channels_last else 2
 
 
@@ -251,3 +314,38 @@ def lax_conv_transpose_padding(kernel_extent: int, stride: int, padding: str | P
     else:
         lo, total = k - 1 - padding[0], 2 * (k - 1) - padding[0] - padding[1]
     return lo, total - lo
+
+
+def pool_output_size(in_size: int, kernel: int, stride: int, padding: Pair, dilation: int, ceil_mode: bool) -> int:
+    """``floor`` (``ceil`` in ceil mode) of ``(in + lo + hi - dilated_size(k, d)) / s``, plus 1: PyTorch's pooling size.
+
+    In ceil mode a last window that would start in the high padding, ``(out - 1) s >= in + lo``,
+    is dropped (the last window starts inside the input or the low padding). An empty
+    input (``in = 0``) has no windows: 0.
+    """
+    if in_size == 0:
+        return 0
+    span = in_size + padding[0] + padding[1] - dilated_size(kernel, dilation)
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (out - 1) * stride >= in_size + padding[0]:
+        out -= 1
+    return out
+
+
+def tap_window_range(in_size: int, out_size: int, stride: int, offset: int) -> tuple[int, int]:
+    """``[i0, i1)``: the windows ``i`` whose tap at offset ``o = t d - lo`` reads the input, ``0 <= i s + o < in``.
+
+    ``i0 = max(0, ceil(-o / s))``, ``i1 = min(out, ceil((in - o) / s))``; ``i0 >= i1`` when no window's tap does.
+    """
+    first = max(0, -(offset // stride))
+    return first, max(first, min(out_size, -((offset - in_size) // stride)))
+
+
+def adaptive_window_start(i: int, in_size: int, out_size: int) -> int:
+    """``floor(i in / out)``: where adaptive pooling's window ``i`` starts (PyTorch's ``start_index``)."""
+    return i * in_size // out_size
+
+
+def adaptive_window_end(i: int, in_size: int, out_size: int) -> int:
+    """``ceil((i + 1) in / out)``: one past where adaptive pooling's window ``i`` ends (PyTorch's ``end_index``)."""
+    return -(-(i + 1) * in_size // out_size)

@@ -2,9 +2,13 @@
 
 A window of ``K = prod(k)`` taps is read either through a reshape (windows that tile the
 input: each spatial axis split into ``(out, k)``, :func:`tile_windows`) or as ``K``
-strided slices of the padded input (:func:`window_taps`). Their transposes put values
-back: :func:`untile` merges the window axes again, :func:`spread_to_taps` pads each tap's
-slice back to the input positions it read (``lax.pad`` with interior ``s - 1``).
+strided slices of the input (:func:`window_taps`; tap ``t`` of window ``i`` reads position
+``i s + t d - lo``, and a position in the padding reads the fill value). Their transposes
+put values back: :func:`untile` merges the window axes again, :func:`spread_to_taps` pads
+each tap's slice back to the input positions it read (``lax.pad`` with interior ``s - 1``).
+Where the padding is small the taps are slices of one padded copy of the input; where a
+large padding or dilation would make that copy large, each tap's out-of-range windows are
+padded onto its slice instead, and the copy is never built.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convgrad.ops.geometry import PoolGeometry, dilated_size, tap_grad_padding
+from convgrad.ops.geometry import PoolGeometry, tap_grad_padding, tap_window_range
 
 
 def tile_windows(x: jax.Array, geometry: PoolGeometry) -> jax.Array:
@@ -50,17 +54,76 @@ def tap_index(geometry: PoolGeometry) -> np.ndarray:
     return index.reshape(shape)
 
 
-def window_taps(x_pad: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
-    """``K`` strided slices ``x_pad[.., *(i s + t), ..]``, one per tap ``t`` in raster order, each shaped like ``y``."""
-    out, stride = geometry.out_spatial, geometry.stride
+def window_taps(x: jax.Array, geometry: PoolGeometry, fill: float) -> list[jax.Array]:
+    """``K`` arrays shaped like ``y``, one per tap ``t`` in raster order: ``x[.., *(i s + t d - lo), ..]``, or ``fill``.
+
+    Two ways to the same values. When the windows' span, ``(out - 1) s + (k - 1) d + 1``
+    samples from ``-lo`` on, is at most twice the input (the usual small padding), ``x``
+    is padded with ``fill`` to that span once and each tap is a strided slice of the
+    copy: XLA fuses the copy into the slices. Otherwise (a large padding or dilation)
+    no padded copy is built: per spatial dim the windows ``[i0, i1)`` whose tap reads
+    the input (:func:`~convgrad.ops.geometry.tap_window_range`) are one strided slice
+    of ``x`` (step ``s``), and the others, whose tap reads padding, are ``fill``, padded
+    onto the slice's ends.
+    """
     first = geometry.first_spatial_axis
+    out = geometry.out_spatial
+    spans = [
+        (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out, geometry.stride, geometry.window, geometry.dilation)
+    ]
+    if math.prod(spans) <= 2 * math.prod(geometry.in_spatial):
+        edges = [(lo, span - lo - n, 0) for (lo, _), span, n in zip(geometry.padding, spans, geometry.in_spatial)]
+        x_pad = lax.pad(x, jnp.array(fill, x.dtype), pad_config(geometry, edges))  # negative high edges crop
+        taps = []
+        for t in geometry.tap_offsets:
+            start, limit, step = [0] * x.ndim, list(x_pad.shape), [1] * x.ndim
+            for d, (t_d, dilation, o, s) in enumerate(zip(t, geometry.dilation, out, geometry.stride)):
+                start[first + d], limit[first + d], step[first + d] = (
+                    t_d * dilation,
+                    t_d * dilation + (o - 1) * s + 1,
+                    s,
+                )
+            taps.append(lax.slice(x_pad, start, limit, step))
+        return taps
     taps = []
     for t in geometry.tap_offsets:
-        start, limit, step = [0] * x_pad.ndim, list(x_pad.shape), [1] * x_pad.ndim
-        for d, (offset, o, s) in enumerate(zip(t, out, stride)):
-            start[first + d], limit[first + d], step[first + d] = offset, offset + dilated_size(o, s), s
-        taps.append(lax.slice(x_pad, start, limit, step))
+        ranges = tap_ranges(geometry, t)
+        if any(i0 >= i1 for i0, i1 in ranges):
+            taps.append(jnp.full(_spatial_shape(x.shape, geometry, out), fill, x.dtype))
+            continue
+        start, limit, step = [0] * x.ndim, list(x.shape), [1] * x.ndim
+        edges = [(0, 0, 0)] * x.ndim
+        for d, ((i0, i1), o, offset, s) in enumerate(zip(ranges, out, tap_offsets_of(geometry, t), geometry.stride)):
+            start[first + d] = i0 * s + offset
+            limit[first + d] = (i1 - 1) * s + offset + 1
+            step[first + d] = s
+            edges[first + d] = (i0, o - i1, 0)
+        tap = lax.slice(x, start, limit, step)
+        if any(e != (0, 0, 0) for e in edges):
+            tap = lax.pad(tap, jnp.array(fill, x.dtype), edges)
+        taps.append(tap)
     return taps
+
+
+def tap_offsets_of(geometry: PoolGeometry, t: tuple[int, ...]) -> tuple[int, ...]:
+    """``t d - lo`` per spatial dim: where tap ``t`` of window 0 lies in the unpadded input."""
+    return tuple(t_d * d - lo for t_d, d, (lo, _) in zip(t, geometry.dilation, geometry.padding))
+
+
+def tap_ranges(geometry: PoolGeometry, t: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Per spatial dim, the windows ``[i0, i1)`` whose tap ``t`` reads an input element."""
+    return [
+        tap_window_range(n, o, s, offset)
+        for n, o, s, offset in zip(
+            geometry.in_spatial, geometry.out_spatial, geometry.stride, tap_offsets_of(geometry, t)
+        )
+    ]
+
+
+def _spatial_shape(shape: tuple[int, ...], geometry: PoolGeometry, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` (a batched array's) with its spatial dims replaced by ``spatial``."""
+    first = geometry.first_spatial_axis
+    return (*shape[:first], *spatial, *shape[first + len(spatial) :])
 
 
 def tile_taps(windows: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
@@ -77,19 +140,19 @@ def tile_taps(windows: jax.Array, geometry: PoolGeometry) -> list[jax.Array]:
 def real_taps(geometry: PoolGeometry) -> list[np.ndarray] | None:
     """Static per-tap masks, shaped to broadcast against ``y``: tap ``t`` of window ``i`` reads an input element.
 
-    ``0 <= i s + t - lo < in`` along every spatial dim. ``None`` without
-    padding, where every tap is real.
+    ``0 <= i s + t d - lo < in`` along every spatial dim. ``None`` when every tap of
+    every window does (no padding, no partial window).
     """
-    if all(p == (0, 0) for p in geometry.padding):
-        return None
-    grid = np.indices(geometry.out_spatial)
     masks = []
     for t in geometry.tap_offsets:
         real = np.ones(geometry.out_spatial, bool)
-        for d, (i, s, (lo, _), n) in enumerate(zip(grid, geometry.stride, geometry.padding, geometry.in_spatial)):
-            position = i * s + t[d] - lo
-            real &= (position >= 0) & (position < n)
+        for d, (i0, i1) in enumerate(tap_ranges(geometry, t)):
+            inside = np.zeros(geometry.out_spatial[d], bool)
+            inside[i0:i1] = True
+            real &= inside.reshape([-1 if e == d else 1 for e in range(len(geometry.window))])
         masks.append(real[..., None] if geometry.channels_last else real)
+    if all(m.all() for m in masks):
+        return None
     return masks
 
 
@@ -108,19 +171,24 @@ def untile(windows: jax.Array, geometry: PoolGeometry) -> jax.Array:
 
 
 def spread_to_taps(g: jax.Array, geometry: PoolGeometry) -> jax.Array:
-    """``sum_t`` of ``g`` zero-inserted (``s - 1`` zeros) and shifted to input position ``i s + t - lo``.
+    """``sum_t`` of ``g`` zero-inserted (``s - 1`` zeros) and shifted to input position ``i s + t d - lo``.
 
-    The transpose of :func:`window_taps` followed by padding: each strided
-    slice transposes to a ``lax.pad`` with interior ``s - 1`` and edges
+    The transpose of :func:`window_taps` (with fill 0): each strided slice
+    transposes to a ``lax.pad`` with interior ``s - 1`` and edges
     :func:`~convgrad.ops.geometry.tap_grad_padding` (negative edges crop the
-    padding away), ``in`` samples long.
+    windows whose tap reads padding), ``in`` samples long. A tap that reads only
+    padding contributes nothing.
     """
     zero = jnp.zeros((), g.dtype)
-    total = 0
+    total = jnp.zeros(_spatial_shape(g.shape, geometry, geometry.in_spatial), g.dtype)
     for t in geometry.tap_offsets:
+        if any(i0 >= i1 for i0, i1 in tap_ranges(geometry, t)):
+            continue
         edges = [
-            (*tap_grad_padding(n, o, s, p, m), s - 1)
-            for n, o, s, p, m in zip(geometry.in_spatial, t, geometry.stride, geometry.padding, geometry.out_spatial)
+            (*tap_grad_padding(n, t_d * d, s, p, o), s - 1)
+            for n, t_d, d, s, p, o in zip(
+                geometry.in_spatial, t, geometry.dilation, geometry.stride, geometry.padding, geometry.out_spatial
+            )
         ]
         total = total + lax.pad(g, zero, pad_config(geometry, edges))
     return total
