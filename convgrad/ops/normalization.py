@@ -340,8 +340,8 @@ def layer_norm(
 
       >>> import jax.numpy as jnp, convgrad
       >>> convgrad.layer_norm(jnp.array([[1.0, 3.0], [-2.0, 2.0]]), 2, eps=3.0)
-      Array([[-0.5      ,  0.5      ],
-             [-0.7559289,  0.7559289]], dtype=float32)
+      Array([[-0.5       ,  0.5       ],
+             [-0.75592893,  0.75592893]], dtype=float32)
 
     References:
       J. L. Ba, J. R. Kiros and G. E. Hinton, "Layer Normalization", 2016;
