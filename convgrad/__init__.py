@@ -12,6 +12,10 @@ from convgrad.ops.conv_transpose import zero_insert as zero_insert
 from convgrad.ops.dense import dense as dense
 from convgrad.ops.losses import mse as mse
 from convgrad.ops.losses import softmax_cross_entropy as softmax_cross_entropy
+from convgrad.ops.normalization import batch_norm as batch_norm
+from convgrad.ops.normalization import group_norm as group_norm
+from convgrad.ops.normalization import instance_norm as instance_norm
+from convgrad.ops.normalization import layer_norm as layer_norm
 from convgrad.ops.pooling import avg_pool as avg_pool
 from convgrad.ops.pooling import max_pool as max_pool
 from convgrad.ops.pooling import max_unpool as max_unpool
@@ -20,10 +24,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "avg_pool",
+    "batch_norm",
     "conv",
     "conv_transpose",
     "dense",
     "flip_and_swap",
+    "group_norm",
+    "instance_norm",
+    "layer_norm",
     "log_softmax",
     "max_pool",
     "max_unpool",

@@ -30,6 +30,14 @@ from convgrad.loops.losses import mse as mse
 from convgrad.loops.losses import mse_vjp as mse_vjp
 from convgrad.loops.losses import softmax_cross_entropy as softmax_cross_entropy
 from convgrad.loops.losses import softmax_cross_entropy_vjp as softmax_cross_entropy_vjp
+from convgrad.loops.normalization import batch_norm as batch_norm
+from convgrad.loops.normalization import batch_norm_vjp as batch_norm_vjp
+from convgrad.loops.normalization import group_norm as group_norm
+from convgrad.loops.normalization import group_norm_vjp as group_norm_vjp
+from convgrad.loops.normalization import instance_norm as instance_norm
+from convgrad.loops.normalization import instance_norm_vjp as instance_norm_vjp
+from convgrad.loops.normalization import layer_norm as layer_norm
+from convgrad.loops.normalization import layer_norm_vjp as layer_norm_vjp
 from convgrad.loops.pooling import avg_pool as avg_pool
 from convgrad.loops.pooling import avg_pool_vjp as avg_pool_vjp
 from convgrad.loops.pooling import max_pool as max_pool

@@ -223,3 +223,32 @@ def channels_last_axis(op: str, channel_axis: object, ndim: int) -> bool:
             f"{op}: channel_axis must be 1 (N, C, *spatial) or -1 (N, *spatial, C), got channel_axis={channel_axis!r}"
         )
     return channel_axis != 1
+
+
+def as_bool(op: str, name: str, value: object) -> bool:
+    """A Python or NumPy bool, as ``bool`` (an int, array or tracer is refused: the choice must be static)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{op}: {name} must be a bool (True or False), got {name}={value!r}")
+    return bool(value)
+
+
+def as_real(
+    op: str,
+    name: str,
+    value: object,
+    low: float = -np.inf,
+    high: float = np.inf,
+    *,
+    include_low: bool = True,
+    include_high: bool = True,
+) -> float:
+    """A real number (int or float, not bool), as ``float``, in ``[low, high]``; ``include_*=False`` opens an end."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{op}: {name} must be a real number, got {name}={value!r}")
+    real = float(value)
+    above = real >= low if include_low else real > low
+    below = real <= high if include_high else real < high
+    if np.isnan(real) or not (above and below):
+        interval = f"{'[' if include_low else '('}{low:g}, {high:g}{']' if include_high else ')'}"
+        raise ValueError(f"{op}: {name} must be in {interval}, got {name}={value!r}")
+    return real

@@ -5,10 +5,10 @@ Each op's :class:`OpSpec` (:func:`op_spec`) names the custom op, its autodiff tw
 a default grid of :class:`Case` s and a random case sampler; it sits in its family's
 module beside those cases. Adding an op to a family's ``SPECS`` is what puts it under
 every check. :data:`OPS` lists the families in the order of ``docs/derivations.md``:
-convolutions, pooling, then the MLP side.
+convolutions, pooling, normalization, then the MLP side.
 """
 
-from convgrad.registry import activations, convolutions, dense, losses, pooling
+from convgrad.registry import activations, convolutions, dense, losses, normalization, pooling
 from convgrad.registry.spec import DTYPES as DTYPES
 from convgrad.registry.spec import Case as Case
 from convgrad.registry.spec import Draw as Draw
@@ -17,6 +17,6 @@ from convgrad.registry.spec import RandomDraw as RandomDraw
 from convgrad.registry.spec import case as case
 from convgrad.registry.spec import op_spec as op_spec
 
-FAMILIES = (convolutions, pooling, dense, activations, losses)
+FAMILIES = (convolutions, pooling, normalization, dense, activations, losses)
 
 OPS: dict[str, OpSpec] = {spec.name: spec for family in FAMILIES for spec in family.SPECS}
