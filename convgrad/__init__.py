@@ -10,6 +10,7 @@ from convgrad.ops.conv_textbook import flip_and_swap as flip_and_swap
 from convgrad.ops.conv_transpose import conv_transpose as conv_transpose
 from convgrad.ops.conv_transpose import zero_insert as zero_insert
 from convgrad.ops.dense import dense as dense
+from convgrad.ops.dropout import dropout as dropout
 from convgrad.ops.losses import mse as mse
 from convgrad.ops.losses import softmax_cross_entropy as softmax_cross_entropy
 from convgrad.ops.normalization import batch_norm as batch_norm
@@ -19,6 +20,7 @@ from convgrad.ops.normalization import layer_norm as layer_norm
 from convgrad.ops.pooling import avg_pool as avg_pool
 from convgrad.ops.pooling import max_pool as max_pool
 from convgrad.ops.pooling import max_unpool as max_unpool
+from convgrad.ops.upsample import upsample as upsample
 
 __version__ = "0.1.0"
 
@@ -28,6 +30,7 @@ __all__ = [
     "conv",
     "conv_transpose",
     "dense",
+    "dropout",
     "flip_and_swap",
     "group_norm",
     "instance_norm",
@@ -41,5 +44,6 @@ __all__ = [
     "softmax",
     "softmax_cross_entropy",
     "tanh",
+    "upsample",
     "zero_insert",
 ]

@@ -15,6 +15,7 @@ from convgrad.autodiff.activations import tanh as tanh
 from convgrad.autodiff.convolutions import conv as conv
 from convgrad.autodiff.convolutions import conv_transpose as conv_transpose
 from convgrad.autodiff.dense import dense as dense
+from convgrad.autodiff.dropout import dropout as dropout
 from convgrad.autodiff.losses import mse as mse
 from convgrad.autodiff.losses import softmax_cross_entropy as softmax_cross_entropy
 from convgrad.autodiff.normalization import batch_norm as batch_norm
@@ -24,3 +25,4 @@ from convgrad.autodiff.normalization import layer_norm as layer_norm
 from convgrad.autodiff.pooling import avg_pool as avg_pool
 from convgrad.autodiff.pooling import max_pool as max_pool
 from convgrad.autodiff.pooling import max_unpool as max_unpool
+from convgrad.autodiff.upsample import upsample as upsample

@@ -24,6 +24,8 @@ from convgrad.loops.convolutions import conv_transpose_vjp as conv_transpose_vjp
 from convgrad.loops.convolutions import conv_vjp as conv_vjp
 from convgrad.loops.dense import dense as dense
 from convgrad.loops.dense import dense_vjp as dense_vjp
+from convgrad.loops.dropout import dropout as dropout
+from convgrad.loops.dropout import dropout_vjp as dropout_vjp
 from convgrad.loops.layouts import from_channel_first as from_channel_first
 from convgrad.loops.layouts import to_channel_first as to_channel_first
 from convgrad.loops.losses import mse as mse
@@ -44,3 +46,5 @@ from convgrad.loops.pooling import max_pool as max_pool
 from convgrad.loops.pooling import max_pool_vjp as max_pool_vjp
 from convgrad.loops.pooling import max_unpool as max_unpool
 from convgrad.loops.pooling import max_unpool_vjp as max_unpool_vjp
+from convgrad.loops.upsample import upsample as upsample
+from convgrad.loops.upsample import upsample_vjp as upsample_vjp

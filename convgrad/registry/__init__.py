@@ -8,7 +8,7 @@ every check. :data:`OPS` lists the families in the order of ``docs/derivations.m
 convolutions, pooling, normalization, then the MLP side.
 """
 
-from convgrad.registry import activations, convolutions, dense, losses, normalization, pooling
+from convgrad.registry import activations, convolutions, dense, dropout, losses, normalization, pooling, upsample
 from convgrad.registry.spec import DTYPES as DTYPES
 from convgrad.registry.spec import Case as Case
 from convgrad.registry.spec import Draw as Draw
@@ -17,6 +17,6 @@ from convgrad.registry.spec import RandomDraw as RandomDraw
 from convgrad.registry.spec import case as case
 from convgrad.registry.spec import op_spec as op_spec
 
-FAMILIES = (convolutions, pooling, normalization, dense, activations, losses)
+FAMILIES = (convolutions, pooling, normalization, dense, activations, losses, dropout, upsample)
 
 OPS: dict[str, OpSpec] = {spec.name: spec for family in FAMILIES for spec in family.SPECS}
