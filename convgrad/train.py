@@ -255,12 +255,17 @@ def make_step(
     if mesh is None:
         return jax.jit(step, donate_argnums=donate_argnums)
     replicated, batch_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(
+    sharded = jax.jit(
         step,
         in_shardings=(replicated, replicated, replicated, batch_sharded, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=donate_argnums,
     )
+
+    def sharded_step(state: TrainState, images, labels, batch, key=None):
+        return sharded(state, images, labels, batch, key)  # in_shardings name all five arguments
+
+    return sharded_step
 
 
 def make_evaluate(model: Model, config: TrainConfig, mesh: Mesh, batch_size: int = 1000) -> Callable:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from convgrad import cli, testing, train
+from convgrad import cli, parallel, testing, train
 from convgrad.models import KITS, MODELS, Model, loss_fn, make_cnn
 from convgrad.ops import conv_formulations
 
@@ -303,3 +303,17 @@ def test_the_cnn_in_nchw_computes_the_nhwc_function(monkeypatch):
         what="conv0 weight gradient",
     )  # fmt: skip
     testing.assert_close(grads_nchw["dense1"]["w"], np.asarray(grads_nhwc["dense1"]["w"], np.float64), what="dense1")
+
+
+def test_the_step_on_a_mesh_runs_with_or_without_a_key():
+    """``step(state, images, labels, batch)`` and ``step(..., batch, key)``: a loss of four or five arguments."""
+    mesh = parallel.data_mesh(1)
+    model, optimizer = MODELS["linear"], train.make_optimizer(TINY, 6)
+    step = train.make_step(loss_fn(model, KITS["custom"]), optimizer, mesh=mesh, donate=False)
+    state = train.replicate(train.init_state(model, TINY, optimizer), mesh)
+    data = tiny_dataset()
+    batch = parallel.global_array(np.arange(32, dtype=np.int32), parallel.batch_sharded(mesh))
+    plain, _ = step(state, data.train_x, data.train_y, batch)
+    keyed, _ = step(state, data.train_x, data.train_y, batch, train.step_keys(0, 0, 1)[0])
+    for a, b in zip(_leaves(plain), _leaves(keyed), strict=True):
+        np.testing.assert_array_equal(a, b)  # the linear model draws nothing: the key changes nothing
