@@ -213,14 +213,17 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
 def make_step(
     loss: Loss, optimizer: optax.GradientTransformation, *, mesh: Mesh | None = None, donate: bool = True
 ) -> Callable[..., tuple[TrainState, jax.Array]]:
-    """``step(state, images, labels, batch=None) -> (state, loss)``: one optimizer step, jit-compiled.
+    """``step(state, images, labels, batch=None, key=None) -> (state, loss)``: one optimizer step, jit-compiled.
 
     ``loss(params, model_state, images, labels) -> (value, model_state)`` (e.g.
     :func:`convgrad.models.loss_fn`) is differentiated with respect to the
     parameters; the model state it returns is carried to the next step. ``batch``
     holds the indices of the batch into ``images`` and ``labels`` (the whole
     training set, on the device), gathered inside the step; with ``batch=None``
-    ``images`` and ``labels`` are the batch.
+    ``images`` and ``labels`` are the batch. ``key``, the raw ``uint32`` data of a
+    PRNG key (:func:`step_keys`), is the step's randomness: the loss gets it, as a
+    typed key, as a fifth argument (``loss(params, model_state, images, labels,
+    key)``: dropout masks, image shifts); with ``key=None`` it gets four.
 
     Args:
       loss: the batch's loss and the updated model state.
@@ -235,14 +238,15 @@ def make_step(
         passed in must not be used afterwards.
     """
 
-    def step(state: TrainState, images, labels, batch=None):
+    def step(state: TrainState, images, labels, batch=None, key=None):
         if batch is not None:
             images, labels = images[batch], labels[batch]
             if mesh is not None:
                 images = jax.lax.with_sharding_constraint(images, parallel.batch_sharded(mesh))
                 labels = jax.lax.with_sharding_constraint(labels, parallel.batch_sharded(mesh))
+        randomness = () if key is None else (jax.random.wrap_key_data(key),)
         (value, model_state), grads = jax.value_and_grad(loss, has_aux=True)(
-            state.params, state.model_state, images, labels
+            state.params, state.model_state, images, labels, *randomness
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state, model_state), value
@@ -251,12 +255,17 @@ def make_step(
     if mesh is None:
         return jax.jit(step, donate_argnums=donate_argnums)
     replicated, batch_sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    return jax.jit(
+    sharded = jax.jit(
         step,
-        in_shardings=(replicated, replicated, replicated, batch_sharded),
+        in_shardings=(replicated, replicated, replicated, batch_sharded, replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=donate_argnums,
     )
+
+    def sharded_step(state: TrainState, images, labels, batch, key=None):
+        return sharded(state, images, labels, batch, key)  # in_shardings name all five arguments
+
+    return sharded_step
 
 
 def make_evaluate(model: Model, config: TrainConfig, mesh: Mesh, batch_size: int = 1000) -> Callable:
@@ -296,6 +305,30 @@ def make_evaluate(model: Model, config: TrainConfig, mesh: Mesh, batch_size: int
 def epoch_permutation(seed: int, epoch: int, n: int) -> jax.Array:
     """The order in which epoch ``epoch`` visits the ``n`` training examples."""
     return jax.random.permutation(jax.random.fold_in(jax.random.key(seed), epoch), n)
+
+
+# The stream of the steps' keys, folded into key(seed) first; epoch_permutation folds in the epoch
+# itself (0, 1, ...), which never reaches this.
+STEP_KEY_STREAM = 2**32 - 1
+
+
+def step_key(seed: int, epoch: int, step: int) -> jax.Array:
+    """The PRNG key of step ``step`` of epoch ``epoch``: ``fold_in(fold_in(fold_in(key(seed), S), epoch), step)``.
+
+    ``S`` is :data:`STEP_KEY_STREAM`, which keeps these keys apart from the
+    permutations'. A pure function of ``(seed, epoch, step)``, so a resumed run
+    draws the dropout masks and image shifts the uninterrupted one drew.
+    """
+    return jax.random.fold_in(
+        jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STEP_KEY_STREAM), epoch), step
+    )
+
+
+def step_keys(seed: int, epoch: int, steps: int) -> np.ndarray:
+    """The raw ``uint32`` data of :func:`step_key` for the steps ``0 .. steps - 1`` of ``epoch``: ``(steps, 2)``."""
+    epoch_key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), STEP_KEY_STREAM), epoch)
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(epoch_key, jnp.arange(steps, dtype=jnp.uint32))
+    return np.asarray(jax.random.key_data(keys))
 
 
 def init_state(model: Model, config: TrainConfig, optimizer: optax.GradientTransformation) -> TrainState:
@@ -359,18 +392,20 @@ def train(
         state, history = resume_state(checkpoint_dir, config, state)
     state = replicate(state, mesh)
     train_x, train_y, test_x, test_y = replicate(tuple(dataset), mesh)
-    batch_sharded = parallel.batch_sharded(mesh)
+    batch_sharded, replicated = parallel.batch_sharded(mesh), parallel.replicated(mesh)
 
     device = str(mesh.devices.flat[0])
     note_every = max(1, steps // 20)
     for epoch in range(len(history), config.epochs):
         order = np.asarray(epoch_permutation(config.seed, epoch, n_train))
+        keys = step_keys(config.seed, epoch, steps)
         start, total = time.perf_counter(), replicate(np.float32(0), mesh)
         in_flight: collections.deque[jax.Array] = collections.deque()
         with Progress(steps, f"epoch {epoch + 1}/{config.epochs}", enabled=progress, unit="steps") as bar:
             for i in range(steps):
                 batch = parallel.global_array(order[i * config.batch_size : (i + 1) * config.batch_size], batch_sharded)
-                state, loss = step(state, train_x, train_y, batch)
+                key = parallel.global_array(keys[i], replicated)
+                state, loss = step(state, train_x, train_y, batch, key)
                 total = total + loss
                 in_flight.append(loss)
                 if len(in_flight) > STEPS_IN_FLIGHT:

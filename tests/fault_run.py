@@ -1,9 +1,13 @@
 """A short training run in its own process, for tests/test_faults.py to kill with SIGKILL and resume.
 
-    python tests/fault_run.py CHECKPOINT_DIR OUT.npz [--resume] [--pause-in-epoch E | --pause-in-write E] [--marker P]
+    python tests/fault_run.py CHECKPOINT_DIR OUT.npz [--model linear|resnet] [--resume]
+        [--pause-in-epoch E | --pause-in-write E] [--marker P]
 
-Trains ``CONFIG`` (the linear model, 3 epochs of 10 steps on synthetic data) with a
-checkpoint in CHECKPOINT_DIR, and saves the final state and the losses to OUT.npz.
+Trains ``CONFIGS[model]`` (3 epochs of 10 steps on synthetic data) with a checkpoint in
+CHECKPOINT_DIR, and saves the final state and the losses to OUT.npz. ``linear`` is the
+linear model; ``resnet`` is the resnet's architecture at widths 4 and 8, with image shifts
+(:data:`TINY_RESNET`): batch-norm state carried through the steps, and a random shift
+drawn in every step.
 ``--pause-in-epoch E`` stops in the middle of epoch E (after its 5th step has finished),
 ``--pause-in-write E`` in the middle of writing the checkpoint of epoch E (half of the
 file written and flushed to the temporary file): the run creates the file ``--marker``
@@ -19,14 +23,18 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from convgrad import files, train
+from convgrad import files, models, train
 
-CONFIG = train.TrainConfig(model="linear", epochs=3, batch_size=16, lr=1e-3, seed=5)
+CONFIGS = {
+    name: train.TrainConfig(model=name, epochs=3, batch_size=16, lr=1e-3, seed=5) for name in ("linear", "resnet")
+}
+TINY_RESNET = models.make_resnet("NHWC", 4, ((4, 1), (8, 2)), shift=1)
 STEPS_PER_EPOCH = 10
+BATCH_SIZE = 16
 
 
 def dataset() -> train.Dataset:
-    return train.synthetic_dataset(STEPS_PER_EPOCH * CONFIG.batch_size, 32, seed=2)
+    return train.synthetic_dataset(STEPS_PER_EPOCH * BATCH_SIZE, 32, seed=2)
 
 
 def pause(marker: Path) -> None:
@@ -72,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("checkpoint_dir", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--model", choices=sorted(CONFIGS), default="linear")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--pause-in-epoch", type=int)
     parser.add_argument("--pause-in-write", type=int)
@@ -81,8 +90,9 @@ def main() -> None:
         pause_in_epoch(args.pause_in_epoch, args.marker)
     if args.pause_in_write:
         pause_in_write(args.pause_in_write, args.marker)
+    models.MODELS["resnet"] = TINY_RESNET
     state, report = train.train(
-        CONFIG, dataset(), checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=False
+        CONFIGS[args.model], dataset(), checkpoint_dir=args.checkpoint_dir, resume=args.resume, progress=False
     )
     out = {f"state{jax.tree_util.keystr(path)}": leaf for path, leaf in jax.tree_util.tree_leaves_with_path(state)}
     out["train_loss"] = np.array([r["train_loss"] for r in report["history"]])

@@ -1,13 +1,14 @@
 """A training run killed with SIGKILL, during an epoch or during a checkpoint write, resumes to the very end state.
 
-Each run is a fresh process (``tests/fault_run.py``): the linear model, 3 epochs of 10
-steps on synthetic data, a checkpoint each epoch. The killed run pauses at a known point
+Each run is a fresh process (``tests/fault_run.py``): the linear model, or a narrow resnet
+with batch-norm state and a random image shift in every step, 3 epochs of 10 steps on
+synthetic data, a checkpoint each epoch. The killed run pauses at a known point
 (half-way through epoch 2, or with half of epoch 2's checkpoint written to its temporary
 file), says so through a marker file, and is killed there with SIGKILL: no handler, no
 clean-up, as a crash or the OOM killer would. The resumed run must end with the
-parameters, the optimizer state and the losses of a run that was never interrupted, bit
-for bit (the same program on the same CPU is deterministic; nothing is compared within a
-tolerance).
+parameters, the optimizer state, the model state (the resnet's running statistics) and
+the losses of a run that was never interrupted, bit for bit (the same program on the
+same CPU is deterministic; nothing is compared within a tolerance).
 """
 
 from __future__ import annotations
@@ -74,10 +75,15 @@ def _kill_when_paused(directory: Path, tmp_path: Path, *options: str) -> None:
         run.stdout.close()
 
 
+@pytest.fixture(scope="module", params=["linear", "resnet"])
+def model(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, np.ndarray]:
-    directory = tmp_path_factory.mktemp("uninterrupted")
-    return _run(directory / "ckpt", directory / "out.npz")
+def uninterrupted(model, tmp_path_factory) -> dict[str, np.ndarray]:
+    directory = tmp_path_factory.mktemp(f"uninterrupted-{model}")
+    return _run(directory / "ckpt", directory / "out.npz", "--model", model)
 
 
 def _assert_bit_identical(resumed: dict[str, np.ndarray], uninterrupted: dict[str, np.ndarray]) -> None:
@@ -87,23 +93,24 @@ def _assert_bit_identical(resumed: dict[str, np.ndarray], uninterrupted: dict[st
         assert resumed[key].dtype == uninterrupted[key].dtype
 
 
-def test_killed_during_an_epoch_resumes_to_the_uninterrupted_end(tmp_path, uninterrupted):
+def test_killed_during_an_epoch_resumes_to_the_uninterrupted_end(tmp_path, model, uninterrupted):
     directory = tmp_path / "ckpt"
-    _kill_when_paused(directory, tmp_path, "--pause-in-epoch", "2")
-    _, _, meta = train.load_checkpoint(directory / train.CHECKPOINT)
+    _kill_when_paused(directory, tmp_path, "--model", model, "--pause-in-epoch", "2")
+    _, state, meta = train.load_checkpoint(directory / train.CHECKPOINT)
     assert meta["epochs_done"] == 1  # the kill came after epoch 1's checkpoint, before epoch 2's
-    resumed = _run(directory, tmp_path / "resumed.npz", "--resume")
+    assert bool(state["model_state"]) == (model == "resnet")  # the resnet's running statistics are in it
+    resumed = _run(directory, tmp_path / "resumed.npz", "--model", model, "--resume")
     _assert_bit_identical(resumed, uninterrupted)
 
 
-def test_killed_during_a_checkpoint_write_resumes_to_the_uninterrupted_end(tmp_path, uninterrupted):
+def test_killed_during_a_checkpoint_write_resumes_to_the_uninterrupted_end(tmp_path, model, uninterrupted):
     directory = tmp_path / "ckpt"
-    _kill_when_paused(directory, tmp_path, "--pause-in-write", "2")
+    _kill_when_paused(directory, tmp_path, "--model", model, "--pause-in-write", "2")
     temporaries = [p for p in directory.iterdir() if p.name != train.CHECKPOINT]
     assert len(temporaries) == 1 and temporaries[0].name.startswith(f".{train.CHECKPOINT}.")  # the half-written one
     assert 0 < temporaries[0].stat().st_size < (directory / train.CHECKPOINT).stat().st_size
     _, _, meta = train.load_checkpoint(directory / train.CHECKPOINT)
     assert meta["epochs_done"] == 1  # epoch 1's checkpoint is intact: the rename never happened
-    resumed = _run(directory, tmp_path / "resumed.npz", "--resume")
+    resumed = _run(directory, tmp_path / "resumed.npz", "--model", model, "--resume")
     _assert_bit_identical(resumed, uninterrupted)
     assert [p.name for p in directory.iterdir()] == [train.CHECKPOINT]  # the leftover is cleared by the next write
