@@ -139,15 +139,22 @@ def test_bad_config(field, value, message):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_custom_and_autodiff_gradients_agree(name):
-    """From the same parameters, batch and key, convgrad's VJPs and jax.grad give the same gradient (float32).
+    """From the same parameters, batch and key, convgrad's VJPs and jax.grad give the same gradient.
 
-    With the key, the cnn's dropout masks and image shifts are drawn (the same in
-    either kit); the resnet's new running statistics agree too.
+    In float64: in float32 the im2col forward of the resnet's stem rounds
+    differently from lax's convolution, and on these synthetic images that flips
+    the switch of some near-tied stem max-pool windows, where the gradient is not
+    unique (measured: the stem's offset gradient then differs from the float64
+    one by 1.3e-3 of its largest element, and by 2e-6 once the images carry 0.01
+    uniform noise). With the key, the cnn's dropout masks and image shifts are
+    drawn (the same in either kit); the resnet's new running statistics agree too.
     """
     data = tiny_dataset()
     model = MODELS[name]
-    params = model.init(jax.random.key(0))
-    batch = (model.init_state(), data.train_x[:32], data.train_y[:32], jax.random.key(11))
+    wide = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), tree)
+    params = wide(model.init(jax.random.key(0)))
+    images = jnp.asarray(data.train_x[:32], jnp.float64)
+    batch = (wide(model.init_state()), images, data.train_y[:32], jax.random.key(11))
     custom, custom_state = jax.jit(jax.grad(loss_fn(model, KITS["custom"]), has_aux=True))(params, *batch)
     autodiff, autodiff_state = jax.jit(jax.grad(loss_fn(model, KITS["autodiff"]), has_aux=True))(params, *batch)
     for path, got in jax.tree_util.tree_leaves_with_path(custom):
