@@ -35,7 +35,7 @@ def test_conv_configs_meet_their_constraints(ndim, data):
     assert config.ndim == ndim and config.channels <= 3
     assert "formulation" not in config.options
     x_shape, w_shape, b_shape = config.shapes
-    assert len(x_shape) == len(w_shape) == ndim + 2
+    assert len(w_shape) == ndim + 2 and len(x_shape) in (ndim + 1, ndim + 2)  # an unbatched x: one axis fewer
     rhs = config.options.get("dimension_numbers", (None, "OI" + "DHW"[3 - ndim :], None))[1]
     assert b_shape in (None, (w_shape[rhs.index("O")],))  # a bias of one value per output channel, or none
 
