@@ -24,10 +24,10 @@ def batch_norm(
     axis = channel_axis % x.ndim
     axes = tuple(d for d in range(x.ndim) if d != axis)
     per_channel = tuple(x.shape[axis] if d == axis else 1 for d in range(x.ndim))
-    wide = _widen(x)
+    x_acc = _widen(x)
     if training:
-        mean = jnp.mean(wide, axis=axes, keepdims=True)
-        var = jnp.var(wide, axis=axes, keepdims=True)
+        mean = jnp.mean(x_acc, axis=axes, keepdims=True)
+        var = jnp.var(x_acc, axis=axes, keepdims=True)
         count = math.prod(x.shape[d] for d in axes)
         if running_mean is not None and count > 0:
             unbiased = var.reshape(-1) * count / (count - 1)
@@ -39,7 +39,7 @@ def batch_norm(
         running_mean, running_var = lax.stop_gradient(running_mean), lax.stop_gradient(running_var)
         mean = _widen(running_mean).reshape(per_channel)
         var = _widen(running_var).reshape(per_channel)
-    y = _affine((wide - mean) / jnp.sqrt(var + eps), scale, offset, per_channel)
+    y = _affine((x_acc - mean) / jnp.sqrt(var + eps), scale, offset, per_channel)
     return y.astype(x.dtype), running_mean, running_var
 
 
@@ -47,10 +47,10 @@ def layer_norm(x, normalized_shape, scale=None, offset=None, *, eps=1e-5) -> jax
     """Statistics over the trailing ``len(normalized_shape)`` axes; ``scale``/``offset`` shaped like them."""
     k = 1 if isinstance(normalized_shape, int) else len(normalized_shape)
     axes = tuple(range(x.ndim - k, x.ndim))
-    wide = _widen(x)
-    mean = jnp.mean(wide, axis=axes, keepdims=True)
-    var = jnp.var(wide, axis=axes, keepdims=True)
-    return _affine((wide - mean) / jnp.sqrt(var + eps), scale, offset, x.shape[x.ndim - k :]).astype(x.dtype)
+    x_acc = _widen(x)
+    mean = jnp.mean(x_acc, axis=axes, keepdims=True)
+    var = jnp.var(x_acc, axis=axes, keepdims=True)
+    return _affine((x_acc - mean) / jnp.sqrt(var + eps), scale, offset, x.shape[x.ndim - k :]).astype(x.dtype)
 
 
 def group_norm(x, num_groups, scale=None, offset=None, *, eps=1e-5, channel_axis=1) -> jax.Array:
@@ -70,11 +70,11 @@ def instance_norm(x, scale=None, offset=None, *, eps=1e-5, channel_axis=1) -> ja
     """Statistics per ``(n, c)`` over the spatial axes."""
     axis = channel_axis % x.ndim
     axes = tuple(d for d in range(1, x.ndim) if d != axis)
-    wide = _widen(x)
-    mean = jnp.mean(wide, axis=axes, keepdims=True)
-    var = jnp.var(wide, axis=axes, keepdims=True)
+    x_acc = _widen(x)
+    mean = jnp.mean(x_acc, axis=axes, keepdims=True)
+    var = jnp.var(x_acc, axis=axes, keepdims=True)
     per_channel = tuple(x.shape[axis] if d == axis else 1 for d in range(x.ndim))
-    return _affine((wide - mean) / jnp.sqrt(var + eps), scale, offset, per_channel).astype(x.dtype)
+    return _affine((x_acc - mean) / jnp.sqrt(var + eps), scale, offset, per_channel).astype(x.dtype)
 
 
 def _widen(a: jax.Array) -> jax.Array:

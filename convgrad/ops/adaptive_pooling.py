@@ -154,15 +154,15 @@ def averaging_matrix(in_size: int, out_size: int) -> np.ndarray:
 
 def _per_dim_product(a: jax.Array, geometry: AdaptivePoolGeometry, transpose: bool) -> jax.Array:
     """``a`` contracted along each spatial axis with that dim's ``A`` (``in -> out``) or ``A^T`` (``out -> in``)."""
-    wide = _batched(a, geometry).astype(accumulator_dtype(a.dtype))
+    a_acc = _batched(a, geometry).astype(accumulator_dtype(a.dtype))
     first = geometry.first_spatial_axis
     for d, (n, o) in enumerate(zip(geometry.in_spatial, geometry.out_spatial)):
-        matrix = jnp.asarray(averaging_matrix(n, o), wide.dtype)
+        matrix = jnp.asarray(averaging_matrix(n, o), a_acc.dtype)
         contracted = lax.dot_general(
-            wide, matrix, (((first + d,), (0 if transpose else 1,)), ((), ())), precision=lax.Precision.HIGHEST
+            a_acc, matrix, (((first + d,), (0 if transpose else 1,)), ((), ())), precision=lax.Precision.HIGHEST
         )
-        wide = jnp.moveaxis(contracted, -1, first + d)
-    return _unbatched(wide.astype(a.dtype), geometry)
+        a_acc = jnp.moveaxis(contracted, -1, first + d)
+    return _unbatched(a_acc.astype(a.dtype), geometry)
 
 
 # ---------------------------------------------------------------------------- adaptive_max_pool

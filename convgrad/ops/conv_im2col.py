@@ -40,27 +40,27 @@ def conv_forward_im2col(x: jax.Array, w: jax.Array, b: jax.Array | None, geometr
     however wide the padding.
     """
     dn, groups = geometry.dn, geometry.groups
-    wide = accumulator_dtype(x.dtype)
+    acc = accumulator_dtype(x.dtype)
     x_last = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # (N, *in, C)
     w_last = jnp.transpose(w, (*dn.rhs_spec[2:], dn.rhs_spec[1], dn.rhs_spec[0]))  # (*k, C/G, O)
     kernel_spatial, group_in, out_channels = w_last.shape[:-2], w_last.shape[-2], w_last.shape[-1]
     out_spatial = _out_spatial(x_last.shape[1:-1], kernel_spatial, geometry)
-    w_groups = w_last.reshape(*kernel_spatial, group_in, groups, out_channels // groups).astype(wide)
+    w_groups = w_last.reshape(*kernel_spatial, group_in, groups, out_channels // groups).astype(acc)
     y = None
     read = tap_reader(x_last, 1, out_spatial, geometry)
     for tap in itertools.product(*map(range, kernel_spatial)):
         rows = read(tap)  # (N, *out, C), or None: only padding
         if rows is None:
             continue
-        rows = rows.reshape(*rows.shape[:-1], groups, group_in).astype(wide)  # channel c = g C/G + c'
+        rows = rows.reshape(*rows.shape[:-1], groups, group_in).astype(acc)  # channel c = g C/G + c'
         for c in range(group_in):
             term = rows[..., c : c + 1] * w_groups[(*tap, c)]  # (N, *out, G, 1) * (G, O/G)
             y = term if y is None else y + term
     if y is None:  # every tap reads only padding
-        y = jnp.zeros((x.shape[dn.lhs_spec[0]], *out_spatial, groups, out_channels // groups), wide)
+        y = jnp.zeros((x.shape[dn.lhs_spec[0]], *out_spatial, groups, out_channels // groups), acc)
     y = y.reshape(*y.shape[:-2], out_channels)  # (N, *out, O)
     if b is not None:
-        y = y + b.astype(wide)
+        y = y + b.astype(acc)
     where = (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1])  # the output axis of each axis of y
     return jnp.transpose(y.astype(x.dtype), [where.index(axis) for axis in range(y.ndim)])
 

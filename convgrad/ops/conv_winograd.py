@@ -121,8 +121,8 @@ def conv_weight_grad_winograd(
     dn = geometry.dn
     x_last = jnp.transpose(x, (dn.lhs_spec[0], *dn.lhs_spec[2:], dn.lhs_spec[1]))  # (N, H, W, C)
     g_last = jnp.transpose(g, (dn.out_spec[0], *dn.out_spec[2:], dn.out_spec[1]))  # (N, H', W', O)
-    wide = accumulator_dtype(x.dtype)
-    x_last, g_last = x_last.astype(wide), g_last.astype(wide)
+    acc = accumulator_dtype(x.dtype)
+    x_last, g_last = x_last.astype(acc), g_last.astype(acc)
     grid = _tile_grid(x_last.shape[1:3], geometry.padding)
     channels, out_channels = x_last.shape[-1], g_last.shape[-1]
 
@@ -134,7 +134,7 @@ def conv_weight_grad_winograd(
             [lax.dot_general(v[p], m_g[p], (((0,), (0,)), ((), ()))) for p in range(16)]
         )  # (16, C, O): dU[p] = V[p]^T @ Mg[p]
 
-    per_image = 16 * grid.tiles_per_image * (channels + out_channels) * jnp.dtype(wide).itemsize
+    per_image = 16 * grid.tiles_per_image * (channels + out_channels) * jnp.dtype(acc).itemsize
     d_u = map_batch_chunks(chunk_weight_grad, (x_last, g_last), CHUNK_BYTES // per_image).sum(axis=1)
     d_u = d_u.reshape(4, 4, channels, out_channels)
     g_mat = np.asarray(G)
@@ -159,9 +159,9 @@ def _tile_grid(in_spatial: Sequence[int], padding: Sequence[Pair]) -> _TileGrid:
 
 
 def _correlate(x: jax.Array, w: jax.Array, padding: Sequence[Pair]) -> jax.Array:
-    """Stride-1 3x3 correlation of channels-last ``x`` (N, H, W, C) with ``w`` (3, 3, C, O), in the wide dtype."""
-    wide = accumulator_dtype(x.dtype)
-    x, w = x.astype(wide), w.astype(wide)
+    """Stride-1 3x3 correlation of channels-last ``x`` (N, H, W, C) with ``w`` (3, 3, C, O) in the accumulator dtype."""
+    acc = accumulator_dtype(x.dtype)
+    x, w = x.astype(acc), w.astype(acc)
     grid = _tile_grid(x.shape[1:3], padding)
     u = _kernel_tiles(w)  # (16, C, O)
 
@@ -170,7 +170,7 @@ def _correlate(x: jax.Array, w: jax.Array, padding: Sequence[Pair]) -> jax.Array
         m = [jnp.matmul(v[p], u[p], precision=lax.Precision.HIGHEST) for p in range(16)]  # (tiles, O) each
         return _output_tiles(m, (x_chunk.shape[0], *grid.tiles, w.shape[-1]))
 
-    per_image = 16 * grid.tiles_per_image * (w.shape[2] + w.shape[3]) * jnp.dtype(wide).itemsize
+    per_image = 16 * grid.tiles_per_image * (w.shape[2] + w.shape[3]) * jnp.dtype(acc).itemsize
     y = in_batch_order(map_batch_chunks(chunk_forward, x, CHUNK_BYTES // per_image), x.shape[0])  # (N, 2 T_h, 2 T_w, O)
     return y[:, : grid.out_spatial[0], : grid.out_spatial[1]]
 

@@ -341,12 +341,12 @@ def label_weights(labels: jax.Array, weight: jax.Array | None, dtype) -> jax.Arr
 
 def example_cotangents(config: CrossEntropyConfig, g: jax.Array, shape: tuple[int, ...], divisor) -> jax.Array:
     """``G[n]``, the cotangent reaching each ``loss[n]``: ``g[n]``, or ``g`` (sum), or ``g / D`` (mean), broadcast."""
-    wide = g.astype(accumulator_dtype(g.dtype))
+    g_acc = g.astype(accumulator_dtype(g.dtype))
     if config.reduction == "none":
-        return wide
+        return g_acc
     if config.reduction == "mean":
-        wide = wide / divisor
-    return jnp.broadcast_to(wide, shape)
+        g_acc = g_acc / divisor
+    return jnp.broadcast_to(g_acc, shape)
 
 
 def target_weights(config: CrossEntropyConfig, log_probs: jax.Array, targets: jax.Array, weight) -> jax.Array:
@@ -534,8 +534,8 @@ _mse.defvjp(_mse_fwd, _mse_bwd)
 
 def mse_forward(diff: jax.Array, reduction: str) -> jax.Array:
     """``diff^2``, or its sum, or its sum over ``n`` (NaN for ``n = 0``)."""
-    wide = diff.astype(accumulator_dtype(diff.dtype))
-    squares = wide * wide
+    diff_acc = diff.astype(accumulator_dtype(diff.dtype))
+    squares = diff_acc * diff_acc
     if reduction == "none":
         return squares.astype(diff.dtype)
     total = jnp.sum(squares)
@@ -546,9 +546,9 @@ def mse_forward(diff: jax.Array, reduction: str) -> jax.Array:
 
 def mse_input_grad(diff: jax.Array, g: jax.Array, reduction: str) -> jax.Array:
     """``dy[i] = 2 G[i] diff[i]`` with ``G = g`` (none, sum) or ``g / n`` (mean)."""
-    wide = accumulator_dtype(diff.dtype)
+    acc = accumulator_dtype(diff.dtype)
     scale = 2 / diff.size if reduction == "mean" and diff.size else 2
-    return (g.astype(wide) * scale * diff.astype(wide)).astype(diff.dtype)
+    return (g.astype(acc) * scale * diff.astype(acc)).astype(diff.dtype)
 
 
 def mse_arguments(op, y, target, reduction):

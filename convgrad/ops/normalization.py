@@ -549,9 +549,9 @@ def batch_moments(x: jax.Array, geometry: Normalization) -> tuple[jax.Array, jax
     Two passes, ``var = mean((x - mean)^2)``: no cancellation of ``mean(x^2) -
     mean^2`` when the mean is large against the spread.
     """
-    wide = x.reshape(geometry.view).astype(accumulator_dtype(x.dtype))
-    mean = jnp.mean(wide, axis=geometry.axes, keepdims=True)
-    variance = jnp.mean(jnp.square(wide - mean), axis=geometry.axes, keepdims=True)
+    x_acc = x.reshape(geometry.view).astype(accumulator_dtype(x.dtype))
+    mean = jnp.mean(x_acc, axis=geometry.axes, keepdims=True)
+    variance = jnp.mean(jnp.square(x_acc - mean), axis=geometry.axes, keepdims=True)
     return mean, variance
 
 

@@ -174,9 +174,9 @@ def replicate_grad(g: jax.Array, axis: int, lo: int, hi: int) -> jax.Array:
     """``dx = g_mid``, plus ``sum(g_lo)`` at sample 0 and ``sum(g_hi)`` at sample n-1 (summed in at least float32)."""
     n = g.shape[axis] - lo - hi
     g_lo, g_mid, g_hi = _borders(g, axis, lo, hi)
-    wide = accumulator_dtype(g.dtype)
-    lo_sum = jnp.sum(g_lo, axis=axis, keepdims=True, dtype=wide).astype(g.dtype)
-    hi_sum = jnp.sum(g_hi, axis=axis, keepdims=True, dtype=wide).astype(g.dtype)
+    acc = accumulator_dtype(g.dtype)
+    lo_sum = jnp.sum(g_lo, axis=axis, keepdims=True, dtype=acc).astype(g.dtype)
+    hi_sum = jnp.sum(g_hi, axis=axis, keepdims=True, dtype=acc).astype(g.dtype)
     return g_mid + _place(lo_sum, axis, 0, n - 1) + _place(hi_sum, axis, n - 1, 0)
 
 

@@ -626,13 +626,13 @@ _avg_pool.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 def avg_pool_forward(x: jax.Array, geometry: PoolGeometry, divisor: int | np.ndarray) -> jax.Array:
     """``y = (1 / D) sum_t x_pad[.., i s + t]``: the ``K`` tap slices of the zero-padded input, summed, over ``D``."""
-    wide = x.astype(accumulator_dtype(x.dtype))
+    x_acc = x.astype(accumulator_dtype(x.dtype))
     if x.size == 0:
         return jnp.zeros(batched_shape(x.shape, geometry, geometry.out_spatial), x.dtype)
     if geometry.non_overlapping:
-        total = jnp.sum(tile_windows(wide, geometry), axis=window_axes(geometry))
+        total = jnp.sum(tile_windows(x_acc, geometry), axis=window_axes(geometry))
     else:
-        total = sum(window_taps(wide, geometry, 0.0))
+        total = sum(window_taps(x_acc, geometry, 0.0))
     return (total / divisor).astype(x.dtype)
 
 
@@ -668,14 +668,14 @@ def avg_pool_input_grad(g: jax.Array, geometry: PoolGeometry, divisor: int | np.
     """``dx = sum_t spread(g / D, t)``: each ``g / D`` back to every tap of its window."""
     if g.size == 0:
         return jnp.zeros(batched_shape(g.shape, geometry, geometry.in_spatial), g.dtype)
-    wide = g.astype(accumulator_dtype(g.dtype)) / divisor
+    g_per_tap = g.astype(accumulator_dtype(g.dtype)) / divisor
     if geometry.non_overlapping:
         axes = window_axes(geometry)
-        shape = list(wide.shape)
+        shape = list(g_per_tap.shape)
         for axis, k in zip(axes, geometry.window):
             shape.insert(axis, k)
-        return untile(jnp.broadcast_to(jnp.expand_dims(wide, axes), shape), geometry).astype(g.dtype)
-    return spread_to_taps(wide, geometry).astype(g.dtype)
+        return untile(jnp.broadcast_to(jnp.expand_dims(g_per_tap, axes), shape), geometry).astype(g.dtype)
+    return spread_to_taps(g_per_tap, geometry).astype(g.dtype)
 
 
 # ---------------------------------------------------------------------------- layouts
