@@ -32,7 +32,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
     "ops": (("convgrad.ops", "convgrad.ops.*"), ("geometry", "rules")),
     "api": (("convgrad", "convgrad.lax"), ("ops",)),
-    "autodiff": (("convgrad.autodiff", "convgrad.autodiff.*"), ("geometry",)),
+    "autodiff": (("convgrad.autodiff", "convgrad.autodiff.*"), ("geometry", "rules")),
     "loops": (("convgrad.loops", "convgrad.loops.*"), ("geometry",)),
     "registry": (
         ("convgrad.registry", "convgrad.registry.*"),

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from convgrad.ops.precision import accumulator_dtype
+
 
 def batch_norm(
     x, scale, offset, running_mean, running_var, *, training, momentum=0.1, eps=1e-5, channel_axis=1
@@ -78,8 +80,8 @@ def instance_norm(x, scale=None, offset=None, *, eps=1e-5, channel_axis=1) -> ja
 
 
 def _widen(a: jax.Array) -> jax.Array:
-    """16-bit values in float32, so sums accumulate there (as convgrad's ops do)."""
-    return a.astype(jnp.promote_types(a.dtype, jnp.float32))
+    """``a`` in its accumulator dtype (16-bit values in float32), so sums accumulate there as in convgrad's ops."""
+    return a.astype(accumulator_dtype(a.dtype))
 
 
 def _affine(x_hat, scale, offset, parameter_shape) -> jax.Array:
