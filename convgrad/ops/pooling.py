@@ -735,8 +735,9 @@ def in_computation_layout(f: Callable[..., Any], geometry: PoolGeometry, *arrays
 
 
 # On CPU, channel-first max pooling over tiled windows with at least this many channels runs channels-last
-# inside (in_computation_layout). Measured (docs/performance.md, the 2x2 VJP of 3.2M elements alone, both
-# transposes paid): channels-last 1.5-1.8x faster at 16 to 64 channels, 0.7x at 2 to 8, even at 1.
+# inside (in_computation_layout). Measured (docs/performance.md, `python docs/layout_benchmark.py threshold`:
+# the 2x2 VJP of 3.2M elements alone, both transposes paid): channels-last 1.3-1.8x faster at 16 to 64
+# channels, 0.7x at 2 to 8, 0.9x at 1. Inside a network the transposes cancel (the MNIST cnn's step).
 CHANNELS_LAST_MIN_CHANNELS = 16
 
 
