@@ -8,7 +8,10 @@ alike), and the median time per call of each is reported with the ratio
 ``jax.grad / convgrad`` (> 1: convgrad is faster).
 
 The shapes are fixed here, not tuned to the code: the MNIST convnet's layers
-(batch 128, channels-last) and its train step, and ResNet-style 3x3 layers.
+(batch 128, channels-last, and the first three also channel-first, the default
+layout of the public ops) and its train step in both layouts (Adam, and SGD with
+momentum), and ResNet-style 3x3 layers. ``convgrad step (NCHW) / convgrad step``
+is the default layout's cost over channels-last's: the benchmark that guards it.
 """
 
 from __future__ import annotations
@@ -91,20 +94,25 @@ def _torch():
     return torch
 
 
-def _torch_variants(torch_forward, args, g, channels_last_dims):
-    """PyTorch forward and forward+backward of the same computation on the same values (channels-last memory)."""
+def _torch_variants(torch_forward, args, g, channels_last_dims, contiguous=False):
+    """PyTorch forward and forward+backward of the same computation on the same values.
+
+    ``channels_last_dims`` permutes each channels-last argument (and ``g`` like the
+    first) to PyTorch's channel-first shape; its memory stays channels-last, or with
+    ``contiguous`` the arguments are already channel-first and stay contiguous.
+    """
     torch = _torch()
     if torch is None:
         return {}
-    tensors = []
-    for a, dims in zip(args, channels_last_dims):
+
+    def tensor(a, dims):
         t = torch.from_numpy(np.array(a))
-        if dims is not None:
-            t = t.permute(*dims).contiguous(memory_format=torch.channels_last)
-        tensors.append(t)
-    grad = torch.from_numpy(np.array(g))
-    if channels_last_dims[0] is not None:
-        grad = grad.permute(*channels_last_dims[0]).contiguous(memory_format=torch.channels_last)
+        if dims is None or contiguous:
+            return t
+        return t.permute(*dims).contiguous(memory_format=torch.channels_last)
+
+    tensors = [tensor(a, dims) for a, dims in zip(args, channels_last_dims)]
+    grad = tensor(g, channels_last_dims[0])
 
     def forward(*ts):
         with torch.no_grad():
@@ -122,13 +130,17 @@ NHWC_TO_NCHW = (0, 3, 1, 2)
 HWIO_TO_OIHW = (3, 2, 0, 1)
 
 
-def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description=""):
+def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description="", layout="NHWC"):
+    """A 3x3 conv layer; ``layout="NCHW"``: the public op's default arguments (and PyTorch's contiguous memory)."""
+
     def make():
         x = _normal(0, (batch, size, size, c_in))
         w = _normal(1, (3, 3, c_in, c_out), (2 / (9 * c_in)) ** 0.5)
-        options = dict(
-            stride=stride, padding="SAME" if stride == 1 else ((1, 1), (1, 1)), dimension_numbers=CHANNELS_LAST[2]
-        )
+        options = dict(stride=stride, padding="SAME" if stride == 1 else ((1, 1), (1, 1)))
+        if layout == "NHWC":
+            options["dimension_numbers"] = CHANNELS_LAST[2]
+        else:  # the same values, channel-first
+            x, w = x.transpose(NHWC_TO_NCHW), w.transpose(HWIO_TO_OIHW)
         custom = functools.partial(convgrad.conv, **options)
         reference = functools.partial(autodiff.conv, **options)
 
@@ -141,6 +153,7 @@ def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description=""):
                 args,
                 g,
                 (NHWC_TO_NCHW, HWIO_TO_OIHW),
+                contiguous=layout == "NCHW",
             )
 
         return _op_variants(custom, reference, (x, w), (0, 1), torch_fn)
@@ -148,18 +161,27 @@ def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description=""):
     return Benchmark(name, "op", make, description)
 
 
-def _pool_benchmark(name, batch, size, channels, window, stride, padding, description=""):
+def _pool_benchmark(name, batch, size, channels, window, stride, padding, description="", layout="NHWC"):
+    """A max pool; ``layout="NCHW"``: the public op's default ``channel_axis`` (and PyTorch's contiguous memory)."""
+
     def make():
         x = _normal(0, (batch, size, size, channels))
-        custom = lambda x: convgrad.max_pool(x, window, stride, padding, channel_axis=-1)[0]
-        reference = lambda x: autodiff.max_pool(x, window, stride, padding, channel_axis=-1)
+        channel_axis = -1 if layout == "NHWC" else 1
+        if layout == "NCHW":
+            x = x.transpose(NHWC_TO_NCHW)
+        custom = lambda x: convgrad.max_pool(x, window, stride, padding, channel_axis=channel_axis)[0]
+        reference = lambda x: autodiff.max_pool(x, window, stride, padding, channel_axis=channel_axis)
 
         def torch_fn(args, g):
             torch = _torch()
             if torch is None:
                 return {}
             return _torch_variants(
-                lambda x: torch.nn.functional.max_pool2d(x, window, stride, padding), args, g, (NHWC_TO_NCHW,)
+                lambda x: torch.nn.functional.max_pool2d(x, window, stride, padding),
+                args,
+                g,
+                (NHWC_TO_NCHW,),
+                contiguous=layout == "NCHW",
             )
 
         return _op_variants(custom, reference, (x,), (0,), torch_fn)
@@ -202,20 +224,33 @@ def _cross_entropy_benchmark(name, batch, classes, description=""):
 # ---------------------------------------------------------------------------- the MNIST convnet train step
 
 
-# The convgrad and jax.grad steps timed: variant -> (kit, layout of the cnn). A convgrad step in
-# channels-first layout is one more entry: "convgrad step (NCHW)": ("custom", "NCHW").
+# The convgrad and jax.grad steps timed: variant -> (kit, layout of the cnn). "convgrad step" is
+# channels-last; "convgrad step (NCHW)" the default layout of the public ops (what a port of PyTorch
+# code writes), and the ratio "convgrad step (NCHW) / convgrad step" its cost over channels-last.
 STEP_VARIANTS = {
     "convgrad step": ("custom", "NHWC"),
+    "convgrad step (NCHW)": ("custom", "NCHW"),
     "jax.grad step (NHWC)": ("autodiff", "NHWC"),
     "jax.grad step (NCHW)": ("autodiff", "NCHW"),
 }
 
+# The optimizers of the step benchmarks: name -> (optax's, PyTorch's constructor from the parameters).
+STEP_OPTIMIZERS = {
+    "Adam": (lambda: optax.adam(1e-3), lambda torch, params: torch.optim.Adam(params, 1e-3)),
+    "SGD momentum": (
+        lambda: optax.sgd(1e-2, momentum=0.9),
+        lambda torch, params: torch.optim.SGD(params, 1e-2, momentum=0.9),
+    ),
+}
 
-def _step_benchmark(batch: int = 128) -> Benchmark:
+
+def _step_benchmark(batch: int = 128, optimizer_name: str = "Adam") -> Benchmark:
+    make_optimizer, make_torch_optimizer = STEP_OPTIMIZERS[optimizer_name]
+
     def make():
         images = _normal(0, (batch, 28, 28))
         labels = jnp.asarray(np.random.default_rng(1).integers(0, 10, batch), jnp.int32)
-        optimizer = optax.adam(1e-3)
+        optimizer = make_optimizer()
         variants = {}
         for variant, (kit, layout) in STEP_VARIANTS.items():
             model = make_cnn(layout)
@@ -223,16 +258,15 @@ def _step_benchmark(batch: int = 128) -> Benchmark:
             state = TrainState(params, optimizer.init(params), model.init_state())
             step = make_step(loss_fn(model, KITS[kit]), optimizer, donate=False)  # each call from the same state
             variants[variant] = (step, (state, images, labels))
-        variants.update(_torch_step_variants(images, labels))
+        variants.update(_torch_step_variants(images, labels, make_torch_optimizer))
         return variants
 
-    return Benchmark(
-        f"mnist cnn train step, batch {batch}", "step", make, "conv-relu-pool x2, dense 256, dense 10, Adam"
-    )
+    name = f"mnist cnn train step, batch {batch}" + ("" if optimizer_name == "Adam" else f", {optimizer_name}")
+    return Benchmark(name, "step", make, f"conv-relu-pool x2, dense 256, dense 10, {optimizer_name}")
 
 
-def _torch_step_variants(images, labels):
-    """PyTorch's step for the same net and values (Adam), in channels-last and contiguous memory formats."""
+def _torch_step_variants(images, labels, make_optimizer):
+    """PyTorch's step for the same net and values, in channels-last and contiguous memory formats."""
     torch = _torch()
     if torch is None:
         return {}
@@ -255,7 +289,7 @@ def _torch_step_variants(images, labels):
             net = net.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.from_numpy(np.array(labels)).long()
-        optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+        optimizer = make_optimizer(torch, net.parameters())
 
         def step(net=net, x=x, y=y, optimizer=optimizer):
             optimizer.zero_grad(set_to_none=True)
@@ -272,14 +306,24 @@ BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in (
         _step_benchmark(),
+        _step_benchmark(optimizer_name="SGD momentum"),
         _conv_benchmark("conv 1->32 3x3, 28x28, batch 128", 128, 28, 1, 32, description="MNIST conv 1"),
+        _conv_benchmark(
+            "conv 1->32 3x3, 28x28, batch 128, NCHW", 128, 28, 1, 32, description="MNIST conv 1", layout="NCHW"
+        ),
         _conv_benchmark("conv 32->64 3x3, 14x14, batch 128", 128, 14, 32, 64, description="MNIST conv 2"),
+        _conv_benchmark(
+            "conv 32->64 3x3, 14x14, batch 128, NCHW", 128, 14, 32, 64, description="MNIST conv 2", layout="NCHW"
+        ),
         _conv_benchmark("conv 64->64 3x3, 56x56, batch 32", 32, 56, 64, 64, description="ResNet stage 1"),
         _conv_benchmark("conv 128->128 3x3, 28x28, batch 32", 32, 28, 128, 128, description="ResNet stage 2"),
         _conv_benchmark(
             "conv 64->128 3x3 stride 2, 56x56, batch 32", 32, 56, 64, 128, stride=2, description="ResNet downsampling"
         ),
         _pool_benchmark("max_pool 2x2, 28x28x32, batch 128", 128, 28, 32, 2, 2, 0, description="MNIST pool 1"),
+        _pool_benchmark(
+            "max_pool 2x2, 28x28x32, batch 128, NCHW", 128, 28, 32, 2, 2, 0, description="MNIST pool 1", layout="NCHW"
+        ),
         _pool_benchmark("max_pool 2x2, 14x14x64, batch 128", 128, 14, 64, 2, 2, 0, description="MNIST pool 2"),
         _pool_benchmark(
             "max_pool 3x3 stride 2 pad 1, 112x112x64, batch 8", 8, 112, 64, 3, 2, 1, description="ResNet stem"
@@ -401,7 +445,13 @@ def _program_text(fn, args) -> list[str]:
 
 
 def _ratios(medians: dict[str, float]) -> dict[str, float]:
-    """``jax.grad / convgrad`` (and ``pytorch / convgrad``) for each pair present; > 1 means convgrad is faster."""
+    """``jax.grad / convgrad`` (and ``pytorch / convgrad``) for each pair present; > 1 means convgrad is faster.
+
+    A convgrad variant in another layout, ``convgrad step (NCHW)``, is compared with
+    ``convgrad step`` (``convgrad step (NCHW) / convgrad step``: > 1 means the other
+    layout is slower), and the other implementations' variants of the same layout
+    with it (``jax.grad step (NCHW) / convgrad step (NCHW)``).
+    """
     ratios = {}
     for kind in ("fwd", "vjp", "step"):
         ours = medians.get(f"convgrad {kind}")
@@ -410,6 +460,14 @@ def _ratios(medians: dict[str, float]) -> dict[str, float]:
         theirs = {v: m for v, m in medians.items() if not v.startswith("convgrad") and v.split(" ")[1] == kind}
         for variant, median in theirs.items():
             ratios[f"{variant} / convgrad {kind}"] = median / ours
+        for variant, median in medians.items():
+            layout = re.fullmatch(rf"convgrad {kind} (\(.+\))", variant)
+            if layout is None:
+                continue
+            ratios[f"{variant} / convgrad {kind}"] = median / ours
+            for other, other_median in theirs.items():
+                if other.endswith(f" {layout.group(1)}"):
+                    ratios[f"{other} / {variant}"] = other_median / median
     return ratios
 
 

@@ -29,13 +29,20 @@ Layouts: ``channel_axis=1`` (``N, C, *spatial``, the default) or
 ``channel_axis=-1`` (``N, *spatial, C``), each also without the batch axis
 (``C, *spatial`` or ``*spatial, C``) when a tuple ``window`` says how many
 spatial dims there are. Switches index the spatial plane the same way in all.
+On CPU, ``max_pool`` computes tiled windows over a channel-first input with
+:data:`CHANNELS_LAST_MIN_CHANNELS` channels or more channels-last, between one
+transpose in and one out (:func:`in_computation_layout`): the same values, and
+in a network whose convolutions also run channels-last inside, XLA cancels the
+transposes of consecutive ops.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -112,7 +119,9 @@ def max_pool(
     reshape (:func:`max_pool_input_grad_tiled`); otherwise it sums shifted,
     masked copies of ``g`` per stride phase (:func:`max_pool_input_grad_phases`).
     ``switches`` is an integer output: it has no gradient (its cotangent is
-    ``float0``, ignored).
+    ``float0``, ignored). On CPU, tiled windows over a channel-first ``x`` of
+    16 channels or more are computed channels-last, between a transpose in and
+    one out (:func:`in_computation_layout`): the same values in every layout.
 
     How many spatial dims: ``len(window)`` when ``window`` is a tuple, and then
     ``x`` may also come without its batch axis (``(C, H, W)`` with
@@ -181,8 +190,11 @@ def max_pool(
 
 @partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _max_pool(geometry: PoolGeometry, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    y, tap = max_pool_forward(with_batch_axis(x, geometry), geometry)
-    return without_batch_axis(y, geometry), without_batch_axis(tap_switches(tap, geometry), geometry)
+    def forward(x, geometry):
+        y, tap = max_pool_forward(x, geometry)
+        return y, tap_switches(tap, geometry)
+
+    return in_computation_layout(forward, geometry, x)
 
 
 def _max_pool_fwd(geometry, x):
@@ -192,32 +204,38 @@ def _max_pool_fwd(geometry, x):
     a loop over (at least two) batch chunks, which writes the taps to memory once: the
     backward reads the taps once per window offset (``K = prod(k)`` times), and without
     the loop XLA fuses the running maximum into every read and recomputes it
-    (``docs/performance.md`` measures the difference on the ResNet stem pool).
+    (``docs/performance.md`` measures the difference on the ResNet stem pool). The tap
+    is saved in ``x``'s layout, like ``y``.
     """
-    x = with_batch_axis(x, geometry)
-    if geometry.non_overlapping or x.size == 0:
-        y, tap = max_pool_forward(x, geometry)
-    else:
-        chunked = map_batch_chunks(partial(max_pool_forward, geometry=geometry), x, min_chunks=2)
-        y, tap = (in_batch_order(r, x.shape[0]) for r in chunked)
-    switches = tap_switches(tap, geometry)
-    return (without_batch_axis(y, geometry), without_batch_axis(switches, geometry)), tap
+
+    def forward(x, geometry):
+        if geometry.non_overlapping or x.size == 0:
+            y, tap = max_pool_forward(x, geometry)
+        else:
+            chunked = map_batch_chunks(partial(max_pool_forward, geometry=geometry), x, min_chunks=2)
+            y, tap = (in_batch_order(r, x.shape[0]) for r in chunked)
+        return y, tap_switches(tap, geometry), tap
+
+    y, switches, tap = in_computation_layout(forward, geometry, x)
+    return (y, switches), tap
 
 
 def _max_pool_bwd(geometry, tap, cotangents):
-    """``dx = max_unpool(g, switches, in)``, computed from the taps without a scatter."""
+    """``dx = max_unpool(g, switches, in)``, computed from the taps without a scatter (in the forward's layout)."""
     g, _ = cotangents  # the switches' cotangent is float0: an integer output carries no gradient
-    g = with_batch_axis(g, geometry)
-    if g.size == 0:  # no windows, or no elements: nothing reaches the input
-        dx = jnp.zeros(batched_shape(g.shape, geometry, geometry.in_spatial), g.dtype)
-    elif geometry.non_overlapping:
-        dx = max_pool_input_grad_tiled(g, tap, geometry)
-    else:
-        dx = max_pool_input_grad_phases(g, tap, geometry)
-    return (without_batch_axis(dx, geometry),)
+    return (in_computation_layout(max_pool_input_grad, geometry, g, tap),)
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool_input_grad(g: jax.Array, tap: jax.Array, geometry: PoolGeometry) -> jax.Array:
+    """``dx`` from the batched cotangent and saved taps: tiled windows by a select, any others phase by phase."""
+    if g.size == 0:  # no windows, or no elements: nothing reaches the input
+        return jnp.zeros(batched_shape(g.shape, geometry, geometry.in_spatial), g.dtype)
+    if geometry.non_overlapping:
+        return max_pool_input_grad_tiled(g, tap, geometry)
+    return max_pool_input_grad_phases(g, tap, geometry)
 
 
 def max_pool_forward(x: jax.Array, geometry: PoolGeometry) -> tuple[jax.Array, jax.Array]:
@@ -679,6 +697,48 @@ def avg_pool_input_grad(g: jax.Array, geometry: PoolGeometry, divisor: int | np.
 
 
 # ---------------------------------------------------------------------------- layouts
+
+
+def in_computation_layout(f: Callable[..., Any], geometry: PoolGeometry, *arrays: jax.Array) -> Any:
+    """``f(*arrays, inner)`` in the layout max pooling is computed in, its results given back in ``arrays``' layout.
+
+    ``arrays`` (``x``, or ``g`` and the saved taps) are laid out as ``geometry`` says;
+    ``f`` gets them with a batch axis and the batched geometry ``inner``, and returns
+    arrays laid out like them. On CPU, tiled windows over a channel-first input with at
+    least :data:`CHANNELS_LAST_MIN_CHANNELS` channels are computed channels-last: each
+    array moves its channel axis last (``a_last[n, *i, c] = a[n, c, *i]``), ``f`` runs
+    with ``channels_last=True``, and each result moves it back. Pooling treats every
+    ``(n, c)`` plane alike, so this is the same map, value for value (switches index the
+    plane, whatever the layout). In the backward the transpose of a permutation of axes
+    is the inverse permutation, so the cotangent takes the same two moves as the input.
+
+    Why: channel-first, the minor axis of a 2x2 window's taps holds 2 elements, and XLA's
+    CPU loops over it do not vectorize (``docs/performance.md``); channels-last the minor
+    axis is the channels. Between two ops that both compute channels-last inside (the
+    convolutions' fast formulations, this), XLA cancels the transposes. Other geometries
+    (measured: no faster channels-last alone), fewer channels (slower), and other
+    platforms (not measured) run in the input's layout (``lax.platform_dependent``).
+    """
+    batched = [with_batch_axis(a, geometry) for a in arrays]
+    inner = dataclasses.replace(geometry, batched=True)
+    if geometry.channels_last or not geometry.non_overlapping or batched[0].shape[1] < CHANNELS_LAST_MIN_CHANNELS:
+        results = f(*batched, inner)
+    else:
+        last = dataclasses.replace(inner, channels_last=True)
+
+        def channels_last(*arrays):
+            results = f(*(jnp.moveaxis(a, 1, -1) for a in arrays), last)
+            return jax.tree.map(lambda r: jnp.moveaxis(r, -1, 1), results)
+
+        results = lax.platform_dependent(*batched, cpu=channels_last, default=lambda *arrays: f(*arrays, inner))
+    return jax.tree.map(lambda r: without_batch_axis(r, geometry), results)
+
+
+# On CPU, channel-first max pooling over tiled windows with at least this many channels runs channels-last
+# inside (in_computation_layout). Measured (docs/performance.md, `python docs/layout_benchmark.py threshold`:
+# the 2x2 VJP of 3.2M elements alone, both transposes paid): channels-last 1.3-1.8x faster at 16 to 64
+# channels, 0.7x at 2 to 8, 0.9x at 1. Inside a network the transposes cancel (the MNIST cnn's step).
+CHANNELS_LAST_MIN_CHANNELS = 16
 
 
 def with_batch_axis(a: jax.Array, geometry: PoolGeometry) -> jax.Array:

@@ -137,6 +137,11 @@ MAX_POOL_CASES = (
     case((2, 2, 8, 9), window=(2, 3), stride=(2, 1), dilation=(3, 2), padding=1, ceil_mode=True),
     case((2, 9, 8, 3), window=2, stride=2, dilation=2, channel_axis=-1),  # s = k but dilated: not tiled
     case((2, 5, 6, 7), window=(2, 2, 2), dilation=(2, 1, 2), ceil_mode=True),  # unbatched 3-d, dilated, ceil mode
+    # 16 channels or more, channel-first, tiled: on CPU computed channels-last inside (pooling.in_computation_layout)
+    case((2, 16, 6, 9), window=2),  # with a leftover column
+    case((16, 4, 6), window=(2, 2)),  # no batch axis
+    case((2, 17, 7), window=2),  # 1-d, an odd channel count and a leftover sample
+    case((1, 16, 4, 2, 5), window=2),  # 3-d
 )
 
 AVG_POOL_CASES = (
