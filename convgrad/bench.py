@@ -44,16 +44,20 @@ from convgrad.train import TrainState, make_step
 
 @dataclasses.dataclass(frozen=True)
 class Benchmark:
-    """One computation in several variants: ``make()`` returns ``{variant: (fn, args)}``; ``fn(*args)`` is timed."""
+    """One computation in several variants: ``make(dtype) -> {variant: (fn, args)}``; ``fn(*args)`` is timed."""
 
     name: str
     group: str  # "op" (forward / VJP of one op) or "step" (a whole train step)
-    make: Callable[[], dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]]
+    make: Callable[[str], dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]]
     description: str
 
 
-def _normal(key: int, shape: Sequence[int], scale: float = 1.0) -> jax.Array:
-    return jnp.asarray(np.random.default_rng(key).standard_normal(shape) * scale, jnp.float32)
+# The dtypes `convgrad bench --dtype` takes: the values are drawn in float64 and rounded to it.
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _normal(key: int, shape: Sequence[int], scale: float = 1.0, dtype: Any = jnp.float32) -> jax.Array:
+    return jnp.asarray(np.random.default_rng(key).standard_normal(shape) * scale, dtype)
 
 
 def _vjp_program(fn: Callable[..., jax.Array], argnums: tuple[int, ...]) -> Callable[..., Any]:
@@ -67,7 +71,7 @@ def _vjp_program(fn: Callable[..., jax.Array], argnums: tuple[int, ...]) -> Call
 
 def _op_variants(custom, reference, args, argnums, torch_fn=None):
     """Forward and VJP (forward + backward) of convgrad's op and of its plain-lax twin, on the same arrays."""
-    g = _normal(99, jax.eval_shape(custom, *args).shape)
+    g = _normal(99, jax.eval_shape(custom, *args).shape, dtype=args[0].dtype)
     variants = {
         "convgrad fwd": (jax.jit(custom), args),
         "jax.grad fwd": (jax.jit(reference), args),
@@ -106,7 +110,7 @@ def _torch_variants(torch_forward, args, g, channels_last_dims, contiguous=False
         return {}
 
     def tensor(a, dims):
-        t = torch.from_numpy(np.array(a))
+        t = _torch_tensor(torch, a)
         if dims is None or contiguous:
             return t
         return t.permute(*dims).contiguous(memory_format=torch.channels_last)
@@ -126,6 +130,14 @@ def _torch_variants(torch_forward, args, g, channels_last_dims, contiguous=False
     return {"pytorch fwd": (forward, tuple(tensors)), "pytorch vjp": (forward_backward, tuple(tensors))}
 
 
+def _torch_tensor(torch, a):
+    """``a`` as a PyTorch tensor of the same dtype (NumPy has no bfloat16 that PyTorch reads: via float32)."""
+    dtype = jnp.dtype(a.dtype)
+    if dtype == jnp.bfloat16:
+        return torch.from_numpy(np.asarray(a, np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(np.array(a))
+
+
 NHWC_TO_NCHW = (0, 3, 1, 2)
 HWIO_TO_OIHW = (3, 2, 0, 1)
 
@@ -133,9 +145,9 @@ HWIO_TO_OIHW = (3, 2, 0, 1)
 def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description="", layout="NHWC"):
     """A 3x3 conv layer; ``layout="NCHW"``: the public op's default arguments (and PyTorch's contiguous memory)."""
 
-    def make():
-        x = _normal(0, (batch, size, size, c_in))
-        w = _normal(1, (3, 3, c_in, c_out), (2 / (9 * c_in)) ** 0.5)
+    def make(dtype):
+        x = _normal(0, (batch, size, size, c_in), dtype=dtype)
+        w = _normal(1, (3, 3, c_in, c_out), (2 / (9 * c_in)) ** 0.5, dtype)
         options = dict(stride=stride, padding="SAME" if stride == 1 else ((1, 1), (1, 1)))
         if layout == "NHWC":
             options["dimension_numbers"] = CHANNELS_LAST[2]
@@ -164,8 +176,8 @@ def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description="", la
 def _pool_benchmark(name, batch, size, channels, window, stride, padding, description="", layout="NHWC"):
     """A max pool; ``layout="NCHW"``: the public op's default ``channel_axis`` (and PyTorch's contiguous memory)."""
 
-    def make():
-        x = _normal(0, (batch, size, size, channels))
+    def make(dtype):
+        x = _normal(0, (batch, size, size, channels), dtype=dtype)
         channel_axis = -1 if layout == "NHWC" else 1
         if layout == "NCHW":
             x = x.transpose(NHWC_TO_NCHW)
@@ -190,8 +202,12 @@ def _pool_benchmark(name, batch, size, channels, window, stride, padding, descri
 
 
 def _dense_benchmark(name, batch, n_in, n_out, description=""):
-    def make():
-        x, w, b = _normal(0, (batch, n_in)), _normal(1, (n_in, n_out), n_in**-0.5), _normal(2, (n_out,))
+    def make(dtype):
+        x, w, b = (
+            _normal(0, (batch, n_in), dtype=dtype),
+            _normal(1, (n_in, n_out), n_in**-0.5, dtype),
+            _normal(2, (n_out,), dtype=dtype),
+        )
 
         def torch_fn(args, g):
             torch = _torch()
@@ -205,18 +221,18 @@ def _dense_benchmark(name, batch, n_in, n_out, description=""):
 
 
 def _relu_benchmark(name, shape, description=""):
-    def make():
-        return _op_variants(convgrad.relu, autodiff.relu, (_normal(0, shape),), (0,))
+    def make(dtype):
+        return _op_variants(convgrad.relu, autodiff.relu, (_normal(0, shape, dtype=dtype),), (0,))
 
     return Benchmark(name, "op", make, description)
 
 
 def _cross_entropy_benchmark(name, batch, classes, description=""):
-    def make():
+    def make(dtype):
         labels = jnp.asarray(np.random.default_rng(3).integers(0, classes, batch), jnp.int32)
         custom = lambda z: convgrad.softmax_cross_entropy(z, labels)
         reference = lambda z: autodiff.softmax_cross_entropy(z, labels)
-        return _op_variants(custom, reference, (_normal(0, (batch, classes)),), (0,))
+        return _op_variants(custom, reference, (_normal(0, (batch, classes), dtype=dtype),), (0,))
 
     return Benchmark(name, "op", make, description)
 
@@ -247,25 +263,26 @@ STEP_OPTIMIZERS = {
 def _step_benchmark(batch: int = 128, optimizer_name: str = "Adam") -> Benchmark:
     make_optimizer, make_torch_optimizer = STEP_OPTIMIZERS[optimizer_name]
 
-    def make():
-        images = _normal(0, (batch, 28, 28))
+    def make(dtype):
+        images = _normal(0, (batch, 28, 28), dtype=dtype)
         labels = jnp.asarray(np.random.default_rng(1).integers(0, 10, batch), jnp.int32)
         optimizer = make_optimizer()
         variants = {}
         for variant, (kit, layout) in STEP_VARIANTS.items():
             model = make_cnn(layout)
             params = model.init(jax.random.key(0))  # the same numbers in either layout
+            params = jax.tree.map(lambda p: p.astype(dtype), params)
             state = TrainState(params, optimizer.init(params), model.init_state())
             step = make_step(loss_fn(model, KITS[kit]), optimizer, donate=False)  # each call from the same state
             variants[variant] = (step, (state, images, labels))
-        variants.update(_torch_step_variants(images, labels, make_torch_optimizer))
+        variants.update(_torch_step_variants(images, labels, make_torch_optimizer, dtype))
         return variants
 
     name = f"mnist cnn train step, batch {batch}" + ("" if optimizer_name == "Adam" else f", {optimizer_name}")
     return Benchmark(name, "step", make, f"conv-relu-pool x2, dense 256, dense 10, {optimizer_name}")
 
 
-def _torch_step_variants(images, labels, make_optimizer):
+def _torch_step_variants(images, labels, make_optimizer, dtype="float32"):
     """PyTorch's step for the same net and values, in channels-last and contiguous memory formats."""
     torch = _torch()
     if torch is None:
@@ -284,7 +301,8 @@ def _torch_step_variants(images, labels, make_optimizer):
             torch.nn.ReLU(),
             torch.nn.Linear(256, 10),
         )
-        x = torch.from_numpy(np.array(images))[:, None]
+        net = net.to(getattr(torch, jnp.dtype(dtype).name))
+        x = _torch_tensor(torch, images)[:, None]
         if memory == "channels_last":
             net = net.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
@@ -381,8 +399,12 @@ def time_variants(
     return times
 
 
-def run(names: Sequence[str] | None = None, *, rounds: int = 31, progress: bool = True) -> dict[str, Any]:
-    """Run the chosen benchmarks; the report holds every variant's median, its samples, and the ratios."""
+def run(
+    names: Sequence[str] | None = None, *, rounds: int = 31, progress: bool = True, dtype: str = "float32"
+) -> dict[str, Any]:
+    """Run the chosen benchmarks in ``dtype``; the report holds every variant's median, its samples, and the ratios."""
+    if dtype not in DTYPES:
+        raise ValueError(f"bench: dtype must be one of {', '.join(DTYPES)}, got dtype={dtype!r}")
     chosen = list(BENCHMARKS) if names is None else list(names)
     unknown = [n for n in chosen if n not in BENCHMARKS]
     if unknown:
@@ -391,7 +413,7 @@ def run(names: Sequence[str] | None = None, *, rounds: int = 31, progress: bool 
     with Progress(len(chosen), "bench", enabled=progress, unit="benchmarks") as bar:
         for name in chosen:
             benchmark = BENCHMARKS[name]
-            variants = benchmark.make()
+            variants = benchmark.make(dtype)
             times = time_variants(variants, rounds)
             medians = {variant: statistics.median(samples) for variant, samples in times.items()}
             results.append(
@@ -407,7 +429,7 @@ def run(names: Sequence[str] | None = None, *, rounds: int = 31, progress: bool 
                 }
             )
             bar.update(1, note=name)
-    report = {"machine": machine(), "rounds": rounds, "results": results}
+    report = {"machine": machine(), "rounds": rounds, "dtype": dtype, "results": results}
     if any(BENCHMARKS[name].group == "step" for name in chosen):
         report["step_memory"] = step_memory()
     return report
@@ -524,7 +546,7 @@ def format_table(report: dict[str, Any]) -> str:
 def step_memory(batch: int = 128) -> dict[str, dict[str, int]]:
     """XLA's memory analysis of each compiled train step: arguments, outputs, temporaries (bytes)."""
     memory = {}
-    for variant, (fn, args) in _step_benchmark(batch).make().items():
+    for variant, (fn, args) in _step_benchmark(batch).make("float32").items():
         if variant.startswith("pytorch"):
             continue
         stats = fn.lower(*args).compile().memory_analysis()

@@ -273,11 +273,15 @@ def _bench(args: argparse.Namespace) -> int:
     _check_paths("bench", output_files={"--json": args.json, "--plot": args.plot})
     if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise CommandError(ExitCode.USAGE, "bench: --plot needs matplotlib (pip install matplotlib)")
+    if args.dtype not in bench.DTYPES:
+        raise CommandError(
+            ExitCode.USAGE, f"bench: --dtype must be one of {', '.join(bench.DTYPES)}, got {args.dtype!r}"
+        )
     try:
         names = bench.select(args.ops)
     except ValueError as error:
         raise CommandError(ExitCode.USAGE, str(error)) from None
-    report = bench.run(names, rounds=args.rounds, progress=not args.no_progress)
+    report = bench.run(names, rounds=args.rounds, progress=not args.no_progress, dtype=args.dtype)
     print(bench.format_table(report))
     if args.json is not None:
         _write_report(args.json, report)
@@ -380,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--ops", type=_comma_list, default=None, help="benchmarks whose names contain these words")
     bench.add_argument("--rounds", type=int, default=31, help="timed rounds per benchmark (default 31)")
+    bench.add_argument(
+        "--dtype", default="float32", help="the arrays' and parameters' dtype: float32 (default), bfloat16 or float16"
+    )
     bench.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     bench.add_argument("--plot", type=Path, default=None, metavar="PATH", help="write a PNG of the ratios (matplotlib)")
     bench.add_argument("--no-progress", action="store_true", help="no progress bar")
