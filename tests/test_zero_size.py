@@ -1,10 +1,12 @@
-"""Zero-size arrays in every convolution op, every formulation, forward and VJP: lax's shapes, sums over nothing.
+"""Zero-size arrays in every op family, every convolution formulation, forward and VJP: lax's shapes, sums over nothing.
 
 An empty batch, no input channels, no output channels, an input with no samples along a
 spatial dim, and an output with no samples (no window fits). The expected values are lax's
 (``convgrad.autodiff``'s twins, differentiated by ``jax.vjp``): empty arrays, or zeros plus
 the bias where the output has elements but the sums have no terms; gradients of zeros, and
-the bias gradient the sum of the cotangent.
+the bias gradient the sum of the cotangent. The other families (normalization, upsampling,
+dropout, activations, losses) are held to lax's twins and to PyTorch's F.* where PyTorch
+computes them; their registry cases keep ``convgrad verify`` on the same inputs.
 """
 
 from __future__ import annotations
