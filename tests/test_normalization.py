@@ -545,6 +545,41 @@ def torch_refuses(name: str, shape, options) -> bool:
     return shape[0] * shape[axis] // options["num_groups"] * spatial == 1
 
 
+def torch_fails_on_empty(name: str, arrays, options) -> bool:
+    """Where PyTorch 2.13 fails on a zero-size ``x`` that convgrad takes as lax does (tests/test_zero_size.py).
+
+    ``F.batch_norm`` with no channels, and ``F.instance_norm`` with an empty batch or no channels,
+    raise ``IndexError`` when given a weight or a bias; ``F.group_norm``'s weight gradient over no
+    spatial samples is NaN where the sum over no terms is 0.
+    """
+    x, scale, offset = arrays[:3]
+    if x.size != 0 or (scale is None and offset is None):
+        return False
+    axis = options.get("channel_axis", 1) % x.ndim
+    spatial = math.prod(s for d, s in enumerate(x.shape) if d not in (0, axis))
+    if name == "batch_norm":
+        return x.shape[axis] == 0
+    if name == "instance_norm":
+        return x.shape[0] == 0 or x.shape[axis] == 0
+    if name == "group_norm":
+        return spatial == 0 and x.shape[0] * x.shape[axis] > 0 and scale is not None
+    return False
+
+
+def empty_results(name: str, arrays, options) -> dict[str, np.ndarray]:
+    """A zero-size ``x``'s results by hand: an empty ``y`` and ``dx``, zero ``dscale`` and ``doffset`` (sums over no
+    terms), and the running statistics as given (PyTorch's: a mean over no values does not update them)."""
+    x, scale, offset, *buffers = arrays
+    expected = {"y": np.zeros(x.shape), "dx": np.zeros(x.shape)}
+    if name == "batch_norm" and buffers[0] is not None:
+        expected["running_mean"], expected["running_var"] = np.asarray(buffers[0]), np.asarray(buffers[1])
+    if scale is not None:
+        expected["dscale"] = np.zeros(np.shape(scale))
+    if offset is not None:
+        expected["doffset"] = np.zeros(np.shape(offset))
+    return expected
+
+
 def one_element_groups(name: str, case) -> bool:
     """Whether each normalization group of the case holds one element (``x_hat = 0``: ``y = offset``, ``dx = 0``)."""
     shape, options = case.shapes[0], case.options
@@ -592,6 +627,14 @@ def assert_equals_torch(name: str, case, seed: int = 0) -> None:
         expected = np.broadcast_to(0.0 if offset is None else np.reshape(offset, per_channel), shape)
         np.testing.assert_array_equal(ours["y"], expected)  # one element per group: y = offset
         return
+    if np.asarray(arrays[0]).size == 0:
+        expected = empty_results(name, arrays, options)
+        assert set(ours) == set(expected), f"{case}: {sorted(ours)} vs {sorted(expected)}"
+        for key, value in expected.items():
+            assert ours[key].shape == value.shape, f"{name} {case}: {key} shape {ours[key].shape} != {value.shape}"
+            np.testing.assert_array_equal(ours[key], value, err_msg=f"{name} {case}: {key}")
+        if torch_fails_on_empty(name, arrays, options):
+            return
     theirs = torch_reference(name, arrays, options, g)
     assert set(ours) == set(theirs), f"{case}: {sorted(ours)} vs {sorted(theirs)}"
     atol = reference_atol(name, case, arrays, g)

@@ -12,7 +12,15 @@ from convgrad.registry.spec import Case, Draw, case, op_spec
 
 # ---------------------------------------------------------------------------- elementwise: relu, sigmoid, tanh
 
-ELEMENTWISE_CASES = (case((4, 5)), case((2, 3, 4)), case((7,)), case((2, 1, 3, 2)))
+ELEMENTWISE_CASES = (
+    case((4, 5)),
+    case((2, 3, 4)),
+    case((7,)),
+    case((2, 1, 3, 2)),
+    case((0, 5)),  # zero-size: an empty batch
+    case((2, 0, 3)),  # zero-size: an empty middle axis
+    case((0,)),  # zero-size: an empty vector
+)
 
 
 def sample_elementwise(draw: Draw) -> Case:
@@ -75,6 +83,11 @@ SOFTMAX_CASES = (
     case((2, 3, 5), axis=-2),
     case((6,), axis=0),
     case((3, 7), axis=-1, values="saturated"),
+    # zero-size
+    case((0, 5), axis=-1),  # an empty batch
+    case((3, 0), axis=-1),  # an empty softmax axis: no classes
+    case((2, 0, 3), axis=0),  # an empty axis other than the softmax axis
+    case((0,), axis=0),  # an empty vector
 )
 
 

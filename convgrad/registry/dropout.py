@@ -42,8 +42,13 @@ DROPOUT_CASES = (
     case((64,), rate=0.9),  # most entries dropped, the kept ones scaled by 10
     case((3, 4), rate=0.0),  # rate 0: the identity, no mask drawn
     case((2, 3, 5), rate=0.5, training=False),  # evaluation: the identity
-    case((0, 3), rate=0.5),  # zero-size
     case((1,), rate=0.25),
+    # zero-size: an empty mask
+    case((0, 3), rate=0.5),  # an empty batch
+    case((3, 0), rate=0.5),  # no features
+    case((0,), rate=0.9),  # an empty vector
+    case((0, 3), rate=0.0),  # rate 0: the identity on nothing
+    case((2, 0, 4), rate=0.5, training=False),  # evaluation
 )
 
 

@@ -86,8 +86,13 @@ CROSS_ENTROPY_CASES = (
     cross_entropy_case((2, 5, 3, 3), axis=1, reduction="mean", weighted=True),  # (N, C, d1, d2), classes on axis 1
     cross_entropy_case((2, 300), values="uint8"),  # uint8 labels over more classes than uint8 holds
     cross_entropy_case((3, 200), values="int8", reduction="mean"),  # int8 labels over more than 127 classes
+    # zero-size (a mean over no examples is PyTorch's NaN: tests/test_losses.py and tests/test_zero_size.py)
     cross_entropy_case((0, 5)),  # an empty batch
     cross_entropy_case((0, 5), reduction="sum", weighted=True),
+    cross_entropy_case((0, 5), reduction="sum", label_smoothing=0.2, ignore_index=0),
+    cross_entropy_case((2, 5, 0), axis=1),  # no spatial samples: (N, C, d1), classes on axis 1
+    cross_entropy_case((2, 5, 0), axis=1, reduction="sum", weighted=True),
+    cross_entropy_case((0, 0)),  # no examples and no classes
 )
 
 
@@ -142,8 +147,12 @@ PROBABILITY_CASES = (
     probability_case((4, 3), reduction="sum", label_smoothing=0.2),
     probability_case((2, 4, 3), axis=1, reduction="mean", weighted=True, label_smoothing=0.1),
     probability_case((7,), weighted=True),  # one example
+    # zero-size (a mean over no examples is PyTorch's NaN: tests/test_zero_size.py)
     probability_case((0, 4), reduction="sum", weighted=True),  # an empty batch
+    probability_case((0, 4)),  # an empty batch, losses unreduced
     probability_case((3, 0)),  # no classes: every loss an empty sum
+    probability_case((2, 0, 3), axis=1, reduction="sum", weighted=True, label_smoothing=0.1),  # no classes, axis 1
+    probability_case((2, 3, 0), axis=1, reduction="sum"),  # no spatial samples
 )
 
 
@@ -180,8 +189,11 @@ MSE_CASES = (
     case((), ()),
     case((4, 5), (4, 5), reduction="sum"),
     case((2, 3), (2, 3), reduction="none"),
+    # zero-size (the mean of no elements is NaN, as in PyTorch: tests/test_losses.py)
     case((0, 3), (0, 3), reduction="sum"),  # no elements: a sum of none, 0
     case((0, 3), (0, 3), reduction="none"),
+    case((0,), (0,), reduction="sum"),  # an empty vector
+    case((2, 0, 3), (2, 0, 3), reduction="none"),  # an empty middle axis
 )
 
 

@@ -139,6 +139,13 @@ BATCH_NORM_CASES = (
     batch_norm_case((5, 2), training=True, scale=False, offset=False, running=False),  # nothing tracked, no parameters
     batch_norm_case((6, 1), training=True, momentum=1.0, eps=1e-3),  # one channel
     batch_norm_case((2, 2), training=True, momentum=0.0, eps=TWO_ELEMENT_EPS),  # two values per channel, the fewest
+    # zero-size: no values per channel (the running statistics stay as given, dscale = doffset = 0), no channels
+    batch_norm_case((0, 3, 4, 4), training=True),  # an empty batch
+    batch_norm_case((0, 4, 3), training=True, channel_axis=-1),  # an empty batch, channels-last
+    batch_norm_case((2, 3, 0, 4), training=True),  # no spatial samples
+    batch_norm_case((2, 0, 4), training=True),  # no channels: every array empty
+    batch_norm_case((0, 3), training=False),  # evaluation on an empty batch
+    batch_norm_case((2, 0, 3), training=False, channel_axis=-1),  # evaluation, no spatial samples, channels-last
 )
 
 
@@ -195,6 +202,11 @@ LAYER_NORM_CASES = (
     layer_norm_case((2, 3, 4), 3, offset=False, eps=1e-3),  # every axis: one group
     layer_norm_case((2, 3), 1, scale=False, offset=False),
     layer_norm_case((3, 1), 1),  # one element per group: y = offset, dx = 0
+    # zero-size: no groups (dscale = doffset = 0), or empty groups (empty parameters)
+    layer_norm_case((0, 4), 1),  # an empty batch
+    layer_norm_case((2, 0, 3), 1),  # no rows: a (3,) scale that nothing reads
+    layer_norm_case((3, 0), 1),  # no features: normalized_shape (0,), empty parameters
+    layer_norm_case((2, 0, 3), 2),  # normalized over (0, 3): empty groups
 )
 
 
@@ -242,6 +254,12 @@ GROUP_NORM_CASES = (
     per_channel_case((2, 4, 3), num_groups=4, scale=False, eps=1e-3),  # a group per channel: instance norm
     per_channel_case((3, 4), num_groups=2, eps=TWO_ELEMENT_EPS),  # (N, C): groups of two channels
     per_channel_case((1, 2), num_groups=2),  # one element per group (PyTorch refuses it): y = offset
+    # zero-size: dscale = doffset = 0 (PyTorch's dscale over no spatial samples is NaN), or empty parameters
+    per_channel_case((0, 4, 3), num_groups=2),  # an empty batch
+    per_channel_case((2, 4, 0), num_groups=2),  # no spatial samples
+    per_channel_case((2, 0, 3, 4), num_groups=2, channel_axis=-1),  # no spatial samples, channels-last
+    per_channel_case((2, 0, 3), num_groups=1),  # no channels: one group of none
+    per_channel_case((2, 0, 3), num_groups=3),  # no channels: three groups of none
 )
 
 
@@ -286,6 +304,11 @@ INSTANCE_NORM_CASES = (
     per_channel_case((1, 1, 5), scale=False, offset=False),  # one example, one channel
     per_channel_case((2, 2, 2, 2, 2), offset=False, eps=1e-3),  # 3-d spatial
     per_channel_case((2, 2, 3, 4), channel_axis=2),  # a middle axis
+    # zero-size (PyTorch 2.13 raises an IndexError for an empty batch or no channels; lax's rules apply)
+    per_channel_case((0, 3, 4)),  # an empty batch: dscale = doffset = 0
+    per_channel_case((2, 3, 0)),  # no spatial samples
+    per_channel_case((2, 0, 4, 3), channel_axis=-1),  # no spatial samples, channels-last
+    per_channel_case((2, 0, 4)),  # no channels: empty parameters
 )
 
 

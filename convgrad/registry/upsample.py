@@ -25,7 +25,14 @@ UPSAMPLE_CASES = (
     case((2, 4, 3, 3), scale_factor=2, mode="bilinear", channel_axis=-1),  # channels-last
     case((2, 3, 5, 3), size=(4, 3), mode="nearest", channel_axis=-1),
     case((1, 1, 1), size=5, mode="linear"),  # a single input sample
-    case((0, 2, 3, 3), scale_factor=2, mode="bilinear"),  # zero-size batch
+    # zero-size (an empty spatial dim or output is an error, as in PyTorch; PyTorch also refuses no channels)
+    case((0, 2, 3, 3), scale_factor=2, mode="bilinear"),  # an empty batch
+    case((0, 2, 3), scale_factor=2),  # an empty batch, nearest
+    case((0, 2, 2, 2, 3), scale_factor=2, mode="trilinear"),  # an empty batch, 3-D
+    case((0, 3, 3, 2), scale_factor=2, mode="nearest", channel_axis=-1),  # an empty batch, channels-last
+    case((2, 0, 3, 3), size=(5, 4), mode="bilinear"),  # no channels
+    case((2, 0, 3), scale_factor=1.5, mode="nearest-exact"),  # no channels, nearest-exact
+    case((2, 3, 3, 0), size=(4, 5), mode="bilinear", align_corners=True, channel_axis=-1),  # no channels, last
 )
 
 
