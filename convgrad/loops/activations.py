@@ -98,7 +98,8 @@ def softmax_vjp(x, g, axis=-1):
 def log_softmax(x, axis=-1) -> np.ndarray:
     """``y[k] = x[k] - m - log sum_j exp(x[j] - m)`` for each slice along ``axis``."""
     x = np.asarray(x, np.float64)
-    rows = [v - v.max(initial=-np.inf) - np.log(np.exp(v - v.max(initial=-np.inf)).sum()) for v in vectors(x, axis)]
+    with np.errstate(divide="ignore"):  # an empty slice: log(0) of its empty sum, broadcast over no elements
+        rows = [v - v.max(initial=-np.inf) - np.log(np.exp(v - v.max(initial=-np.inf)).sum()) for v in vectors(x, axis)]
     return from_vectors(np.array(rows), x.shape, axis)
 
 
