@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of docs/performance.md: on a machine with an NVIDIA GPU and jax[cuda] installed,
 # run the tests, `convgrad verify --device gpu` and `convgrad bench` (float32 and bfloat16;
-# convgrad vs jax.grad, and PyTorch CUDA when importable), and write every report to one folder.
+# convgrad vs jax.grad; PyTorch's twins, when importable, run on the CPU), and write every report to one folder.
 # The tests run are the registry walk (every op on the GPU) and the conv and pooling files.
 # Budgeted to finish within 8 minutes (each step has its own timeout; a step that times out is
 # recorded as such and the next one still runs).
