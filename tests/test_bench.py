@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from convgrad import bench, cli
@@ -62,6 +64,26 @@ def test_cli_bench_writes_json(tmp_path, capsys):
     assert {"convgrad vjp", "jax.grad vjp", "convgrad fwd", "jax.grad fwd"} <= set(result["median_ms"])
     assert "jax.grad vjp / convgrad vjp" in result["ratios"] and report["machine"]["jax"]
     assert "relu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_every_benchmark_builds_its_arrays_in_the_chosen_dtype(dtype):
+    """``--dtype``: each benchmark's floating arrays (the step's parameters and images too) are in it."""
+    for name, benchmark in bench.BENCHMARKS.items():
+        for variant, (_, args) in benchmark.make(dtype).items():
+            if variant.startswith("pytorch"):
+                continue
+            leaves = [a for a in jax.tree.leaves(args) if hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.floating)]
+            assert leaves and {jnp.dtype(a.dtype).name for a in leaves} == {dtype}, (name, variant)
+
+
+def test_cli_bench_dtype(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--ops", "relu", "--rounds", "1", "--dtype", "bfloat16", "--json", str(path), "--no-progress"]
+    assert cli.main(argv) == 0
+    assert json.loads(path.read_text())["dtype"] == "bfloat16"
+    assert cli.main(["bench", "--ops", "relu", "--dtype", "int8", "--no-progress"]) == 2
+    assert "bench: --dtype must be one of float32, bfloat16, float16, got 'int8'" in capsys.readouterr().err
 
 
 def test_convgrad_step_needs_no_more_memory_than_autodiff():
