@@ -242,13 +242,13 @@ def run(triples, *, seed: int = 0, progress: bool = True, mesh: Mesh | None = No
     """Check every triple (jit-compiled, with the vmap and grad-of-grad checks, sharded over ``mesh`` if given)."""
     results = []
     with Progress(len(triples), "verify", enabled=progress, unit="cases") as bar:
-        for i, (spec, case, dtype) in enumerate(triples):
-            if i and spec.name != triples[i - 1][0].name:
-                # One op's programs are not reused by the next. Every compiled program keeps its
-                # machine code mapped, and a full run's thousands of them exhausted the process's
-                # memory mappings (vm.max_map_count: "LLVM compilation error: Cannot allocate memory").
-                clear_caches()
+        for spec, case, dtype in triples:
             results.append(verify_case(spec, case, dtype, seed=seed, mesh=mesh))
+            # A case's programs (its shapes, its dtype) are not reused by the next. Each compiled
+            # program keeps its machine code mapped: about 660 mappings per case, so a full run
+            # kept ran into the process's limit (vm.max_map_count, 65530 here: "LLVM compilation
+            # error: Cannot allocate memory", then a segfault, after 23 minutes).
+            clear_caches()
             bar.update(1, note=f"{spec.name} {dtype}")
     return results
 
