@@ -59,7 +59,7 @@ class Kit:
     avg_pool: Callable[..., jax.Array]  # (x, window, stride=None, padding=0, *, channel_axis)
     batch_norm: Callable[..., tuple[jax.Array, jax.Array | None, jax.Array | None]]  # convgrad.batch_norm's signature
     dropout: Callable[..., jax.Array]  # (x, rate, key, *, training)
-    cross_entropy: Callable[[jax.Array, jax.Array], jax.Array]  # per-example losses
+    cross_entropy: Callable[..., jax.Array]  # (logits, labels, *, label_smoothing) -> per-example losses
 
 
 KITS = {
@@ -113,6 +113,11 @@ class Model:
     apply: Callable[..., tuple[jax.Array, ModelState]]
     init_state: Callable[[], ModelState] = no_state
     layout: str | None = None  # the convnets' image layout ("NHWC" or "NCHW"); None for the MLPs
+    # The recipe's weight decay: what training uses unless its config says otherwise
+    # (:class:`convgrad.train.TrainConfig`'s ``weight_decay``, :func:`convgrad.train.make_optimizer`).
+    weight_decay: float = 0.0
+    # The recipe's label smoothing: the training loss's targets are ``(1 - e) onehot + e / 10`` (:func:`loss_fn`).
+    label_smoothing: float = 0.0
 
 
 def dense_init(key: jax.Array, n_in: int, n_out: int, gain: float = 2.0) -> dict[str, jax.Array]:
@@ -182,7 +187,14 @@ def _mlp(hidden: tuple[int, ...]) -> tuple[Callable, Callable]:
 CNN_DESCRIPTION = "conv 3x3x32 - relu - maxpool 2 - conv 3x3x64 - relu - maxpool 2 - dense 256 - relu - dense 10"
 
 
-def make_cnn(layout: str = "NHWC", *, dropout: tuple[float, float] = (0.0, 0.0), shift: int = 0) -> Model:
+def make_cnn(
+    layout: str = "NHWC",
+    *,
+    dropout: tuple[float, float] = (0.0, 0.0),
+    shift: int = 0,
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
+) -> Model:
     """The MNIST convnet with its images in ``layout`` (``"NHWC"``, kernels HWIO; or ``"NCHW"``, kernels OIHW).
 
     conv 3x3x32 - relu - maxpool 2 - conv 3x3x64 - relu - maxpool 2 - dense 256 -
@@ -197,6 +209,9 @@ def make_cnn(layout: str = "NHWC", *, dropout: tuple[float, float] = (0.0, 0.0),
     translates each training image by up to that many pixels
     (:func:`random_shift`). Both only in training and only with a ``key``; the
     defaults (none) are the bare architecture that ``convgrad bench`` times.
+    ``weight_decay`` is the recipe's decay of the kernels and dense weights
+    (:attr:`Model.weight_decay`; applied by the optimizer, not by ``apply``),
+    ``label_smoothing`` that of the training loss (:attr:`Model.label_smoothing`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"make_cnn: layout={layout!r} is not one of {sorted(LAYOUTS)}")
@@ -235,12 +250,18 @@ def make_cnn(layout: str = "NHWC", *, dropout: tuple[float, float] = (0.0, 0.0),
         recipe.append(f"dropout {dropout[0]:g} / {dropout[1]:g} before the dense layers")
     if shift:
         recipe.append(f"training images shifted by up to {shift} px")
+    if weight_decay:
+        recipe.append(f"weight decay {weight_decay:g}")
+    if label_smoothing:
+        recipe.append(f"label smoothing {label_smoothing:g}")
     description = CNN_DESCRIPTION + "".join(f"; {part}" for part in recipe)
-    return Model("cnn", description, init, apply, layout=layout)
+    return Model(
+        "cnn", description, init, apply, layout=layout, weight_decay=weight_decay, label_smoothing=label_smoothing
+    )
 
 
 # The cnn's training recipe, the keyword arguments of make_cnn for MODELS["cnn"] (measured in the README).
-CNN_RECIPE: dict[str, Any] = {"dropout": (0.0, 0.0), "shift": 0}
+CNN_RECIPE: dict[str, Any] = {"dropout": (0.0, 0.0), "shift": 1, "weight_decay": 0.05, "label_smoothing": 0.1}
 
 
 # ---------------------------------------------------------------------------- the residual network
@@ -253,6 +274,8 @@ def make_resnet(
     *,
     stem_pool: bool = True,
     shift: int = 0,
+    weight_decay: float = 0.0,
+    label_smoothing: float = 0.0,
 ) -> Model:
     r"""A small residual network: a stem, residual blocks, global average pooling, dense 10.
 
@@ -273,7 +296,7 @@ def make_resnet(
     each training step normalizes by the batch's statistics and returns the
     updated running ones; evaluation normalizes by the running ones. ``shift``
     translates each training image by up to that many pixels (with a key, as in
-    :func:`make_cnn`).
+    :func:`make_cnn`); ``weight_decay`` and ``label_smoothing`` are the recipe's, as in :func:`make_cnn`.
 
     Parameters are named by unit, ``stem``, ``block0/conv0``, ``block0/conv1``,
     ``block0/projection``, ..., and ``dense``: each conv-bn unit has ``w`` (HWIO or
@@ -351,7 +374,14 @@ def make_resnet(
     )
     if shift:
         description += f"; training images shifted by up to {shift} px"
-    return Model("resnet", description, init, apply, init_state, layout=layout)
+    if weight_decay:
+        description += f"; weight decay {weight_decay:g}"
+    if label_smoothing:
+        description += f"; label smoothing {label_smoothing:g}"
+    return Model(
+        "resnet", description, init, apply, init_state, layout=layout, weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+    )  # fmt: skip
 
 
 # The resnet's widths and training recipe, the keyword arguments of make_resnet for MODELS["resnet"].
@@ -393,11 +423,15 @@ def loss_fn(model: Model, kit: Kit) -> Loss:
 
     The model runs in training mode, with ``key`` the step's randomness (see
     :class:`Model`); the state it returns is the aux output
-    (``jax.value_and_grad(loss, has_aux=True)``).
+    (``jax.value_and_grad(loss, has_aux=True)``). The cross-entropy is against
+    the labels smoothed by the model's recipe (:attr:`Model.label_smoothing`;
+    PyTorch's ``label_smoothing``), so with smoothing the reported training loss
+    does not reach 0.
     """
+    smoothing = model.label_smoothing
 
     def loss(params, model_state, images, labels, key=None):
         logits, model_state = model.apply(kit, params, model_state, images, True, key)
-        return jnp.mean(kit.cross_entropy(logits, labels)), model_state
+        return jnp.mean(kit.cross_entropy(logits, labels, label_smoothing=smoothing)), model_state
 
     return loss

@@ -123,7 +123,11 @@ class TrainConfig:
 
     Raises:
       ConfigError: a value outside its choices, a non-positive ``epochs``,
-        ``batch_size`` or ``lr``.
+        ``batch_size`` or ``lr``, a negative ``weight_decay``.
+
+    ``weight_decay=None`` (the default) becomes the model's recipe
+    (:attr:`convgrad.models.Model.weight_decay`) when the config is made, so a
+    config, and a checkpoint's copy of it, always holds the number used.
     """
 
     model: str = _choice("mlp", MODELS, "the architecture")
@@ -135,6 +139,13 @@ class TrainConfig:
     optimizer: str = _choice("adam", OPTIMIZERS, "adam, or sgd with momentum")
     momentum: float = _value(0.9, "momentum of --optimizer sgd")
     schedule: str = _choice("cosine", SCHEDULES, "learning-rate schedule over the run: cosine decay to 0, or constant")
+    weight_decay: float | None = _value(
+        None,
+        "decay of the kernels and dense weights (not biases, scales, offsets): AdamW's decoupled decay with adam, "
+        "an L2 term with sgd; None: the model's recipe ("
+        + ", ".join(f"{name} {model.weight_decay:g}" for name, model in MODELS.items())
+        + ")",
+    )
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -147,12 +158,20 @@ class TrainConfig:
                 raise ConfigError(name, value, "is not a positive int")
         if not self.lr > 0:
             raise ConfigError("lr", self.lr, "is not positive")
+        if self.weight_decay is None:  # the model's recipe, written into the config (and so into checkpoints)
+            object.__setattr__(self, "weight_decay", MODELS[self.model].weight_decay)
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float):
+            raise ConfigError("weight_decay", self.weight_decay, "is not a number")
+        if not self.weight_decay >= 0:
+            raise ConfigError("weight_decay", self.weight_decay, "is negative (or NaN)")
 
     @classmethod
     def field_types(cls) -> dict[str, type]:
-        """Each field's type (``int``, ``float``, ``str``), resolved from the annotations."""
+        """Each field's type (``int``, ``float``, ``str``), from the annotations (``float`` for ``float | None``)."""
         hints = typing.get_type_hints(cls)
-        return {field.name: hints[field.name] for field in dataclasses.fields(cls)}
+        names = [field.name for field in dataclasses.fields(cls)]
+        options = {name: typing.get_args(hints[name]) or (hints[name],) for name in names}
+        return {name: next(t for t in types if t is not type(None)) for name, types in options.items()}
 
 
 class Dataset(NamedTuple):
@@ -199,15 +218,28 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     """Adam, or SGD with (heavy-ball) momentum; the learning rate ``config.lr`` constant or cosine-decayed to 0.
 
     The cosine schedule spans the whole run (``epochs * steps_per_epoch``
-    steps), so a resumed run must keep ``epochs``.
+    steps), so a resumed run must keep ``epochs``. With ``config.weight_decay``
+    ``> 0`` the decay acts on the arrays of two or more dimensions (kernels and
+    dense weights; not the biases, batch-norm scales and offsets): with Adam it
+    is AdamW's decoupled decay, ``p <- p - lr * (adam_update + weight_decay * p)``
+    (Loshchilov and Hutter, 2019); with SGD the L2 term ``weight_decay * p`` is
+    added to the gradient before the momentum (``torch.optim.SGD``'s
+    ``weight_decay``). Without decay the optimizer is plain ``optax.adam`` /
+    ``optax.sgd``.
     """
     if config.schedule == "cosine":
         lr = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_epoch)
     else:
         lr = config.lr
+    decayed = partial(jax.tree.map, lambda p: p.ndim > 1)
     if config.optimizer == "adam":
+        if config.weight_decay:
+            return optax.adamw(lr, weight_decay=config.weight_decay, mask=decayed)
         return optax.adam(lr)
-    return optax.sgd(lr, momentum=config.momentum)
+    sgd = optax.sgd(lr, momentum=config.momentum)
+    if config.weight_decay:
+        return optax.chain(optax.add_decayed_weights(config.weight_decay, mask=decayed), sgd)
+    return sgd
 
 
 def make_step(

@@ -129,12 +129,68 @@ def test_resume_needs_a_checkpoint_dir_and_says_so_in_the_library_names():
         ("grads", "numeric", "grads='numeric' is not one of"),
         ("optimizer", "rmsprop", r"optimizer='rmsprop' is not one of \['adam', 'sgd'\]"),
         ("schedule", "linear", r"schedule='linear' is not one of \['cosine', 'constant'\]"),
+        ("weight_decay", -0.1, "weight_decay=-0.1 is negative"),
+        ("weight_decay", float("-inf"), "weight_decay=-inf is negative"),
+        ("weight_decay", "0.1", "weight_decay='0.1' is not a number"),
     ],
 )
 def test_bad_config(field, value, message):
     with pytest.raises(train.ConfigError, match=f"^train: {message}") as raised:
         train.TrainConfig(**{**vars(TINY), field: value})
     assert raised.value.argument == field and raised.value.value == value
+
+
+def test_weight_decay_none_is_the_models_recipe_written_into_the_config():
+    for name, model in MODELS.items():
+        assert train.TrainConfig(model=name).weight_decay == model.weight_decay
+        assert train.TrainConfig(model=name, weight_decay=0.25).weight_decay == 0.25
+    assert any(model.weight_decay > 0 for model in MODELS.values())  # a recipe uses it
+    with pytest.raises(train.ConfigError, match=r"weight_decay=nan is negative \(or NaN\)"):
+        train.TrainConfig(weight_decay=float("nan"))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_weight_decay_shrinks_the_kernels_and_dense_weights_only(optimizer):
+    """With zero gradients, the first step is the decay alone, on the arrays of 2 or more dimensions.
+
+    Adam's update of a zero gradient is 0 (``m / (sqrt(v) + eps)`` with ``m = v = 0``),
+    so AdamW moves ``p`` by ``-lr * weight_decay * p``; SGD's first momentum trace is
+    the gradient plus ``weight_decay * p``: the same step.
+    """
+    lr, decay = 0.1, 0.5
+    config = train.TrainConfig(model="cnn", optimizer=optimizer, lr=lr, weight_decay=decay, schedule="constant")
+    params = {"w": jnp.full((3, 2), 2.0), "kernel": jnp.full((1, 1, 2, 2), -4.0), "b": jnp.ones(2)}
+    optimizer = train.make_optimizer(config, 10)
+    updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, params), optimizer.init(params), params)
+    np.testing.assert_allclose(updates["w"], -lr * decay * 2.0)
+    np.testing.assert_allclose(updates["kernel"], -lr * decay * -4.0)
+    np.testing.assert_array_equal(updates["b"], 0.0)
+
+
+def test_no_weight_decay_is_plain_adam():
+    config = train.TrainConfig(model="mlp", weight_decay=0.0)
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    grads = {"w": jnp.full((2, 2), 0.3), "b": jnp.full(2, -0.2)}
+    ours, plain = train.make_optimizer(config, 10), train.optax.adam(train.optax.cosine_decay_schedule(2e-3, 50))
+    got, _ = ours.update(grads, ours.init(params), params)
+    want, _ = plain.update(grads, plain.init(params), params)
+    for name in params:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_the_loss_smooths_the_labels_by_the_models_recipe():
+    """``(1 - e) (-log p[t]) + (e / 10) sum_c (-log p[c])``, written out here from log-softmax."""
+    e = 0.2
+    model = make_cnn(label_smoothing=e)
+    params = model.init(jax.random.key(0))
+    images = jax.random.normal(jax.random.key(1), (4, 28, 28), jnp.float32)
+    labels = jnp.array([0, 3, 9, 3])
+    logits, _ = model.apply(KITS["autodiff"], params, {}, images, True)
+    nll = -jax.nn.log_softmax(logits)
+    want = jnp.mean((1 - e) * nll[jnp.arange(4), labels] + e / 10 * jnp.sum(nll, axis=1))
+    for kit in KITS.values():
+        got, _ = loss_fn(model, kit)(params, {}, images, labels)
+        np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
