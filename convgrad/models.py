@@ -385,7 +385,13 @@ def make_resnet(
 
 
 # The resnet's widths and training recipe, the keyword arguments of make_resnet for MODELS["resnet"].
-RESNET_RECIPE: dict[str, Any] = {"stem": 32, "blocks": ((32, 1), (64, 2)), "shift": 2}
+RESNET_RECIPE: dict[str, Any] = {
+    "stem": 32,
+    "blocks": ((64, 1), (64, 2)),
+    "shift": 2,
+    "weight_decay": 0.05,
+    "label_smoothing": 0.1,
+}
 
 
 def _get(tree: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -13,7 +13,7 @@ from convgrad import testing, train
 from convgrad.models import KITS, MODELS, Model, loss_fn, make_resnet, random_shift
 from convgrad.ops import conv_formulations
 
-# A resnet small enough for tests (the architecture of MODELS["resnet"], narrower), with image shifts, so a run
+# A resnet small enough for tests (make_resnet as MODELS["resnet"], narrower), with image shifts, so a run
 # draws random numbers in every step.
 TINY_RESNET = make_resnet("NHWC", 4, ((4, 1), (8, 2)), shift=1)
 CONFIG = train.TrainConfig(model="resnet", epochs=3, batch_size=16, lr=1e-3, seed=7)  # 6 steps per epoch below
