@@ -113,8 +113,10 @@ class Model:
     apply: Callable[..., tuple[jax.Array, ModelState]]
     init_state: Callable[[], ModelState] = no_state
     layout: str | None = None  # the convnets' image layout ("NHWC" or "NCHW"); None for the MLPs
-    # The recipe's weight decay: what training uses unless its config says otherwise
-    # (:class:`convgrad.train.TrainConfig`'s ``weight_decay``, :func:`convgrad.train.make_optimizer`).
+    # The recipe's peak learning rate and weight decay: what training uses unless its config
+    # says otherwise (:class:`convgrad.train.TrainConfig`'s ``lr`` and ``weight_decay``;
+    # :func:`convgrad.train.make_optimizer`).
+    lr: float = 2e-3
     weight_decay: float = 0.0
     # The recipe's label smoothing: the training loss's targets are ``(1 - e) onehot + e / 10`` (:func:`loss_fn`).
     label_smoothing: float = 0.0
@@ -192,6 +194,7 @@ def make_cnn(
     *,
     dropout: tuple[float, float] = (0.0, 0.0),
     shift: int = 0,
+    lr: float = 2e-3,
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
 ) -> Model:
@@ -209,9 +212,10 @@ def make_cnn(
     translates each training image by up to that many pixels
     (:func:`random_shift`). Both only in training and only with a ``key``; the
     defaults (none) are the bare architecture that ``convgrad bench`` times.
-    ``weight_decay`` is the recipe's decay of the kernels and dense weights
-    (:attr:`Model.weight_decay`; applied by the optimizer, not by ``apply``),
-    ``label_smoothing`` that of the training loss (:attr:`Model.label_smoothing`).
+    ``lr`` and ``weight_decay`` are the recipe's peak learning rate and decay of
+    the kernels and dense weights (:attr:`Model.lr`, :attr:`Model.weight_decay`;
+    applied by the optimizer, not by ``apply``), ``label_smoothing`` that of the
+    training loss (:attr:`Model.label_smoothing`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"make_cnn: layout={layout!r} is not one of {sorted(LAYOUTS)}")
@@ -250,18 +254,23 @@ def make_cnn(
         recipe.append(f"dropout {dropout[0]:g} / {dropout[1]:g} before the dense layers")
     if shift:
         recipe.append(f"training images shifted by up to {shift} px")
-    if weight_decay:
-        recipe.append(f"weight decay {weight_decay:g}")
+    description = CNN_DESCRIPTION + "".join(f"; {part}" for part in recipe) + _optimizer_recipe(lr, weight_decay)
     if label_smoothing:
-        recipe.append(f"label smoothing {label_smoothing:g}")
-    description = CNN_DESCRIPTION + "".join(f"; {part}" for part in recipe)
+        description += f"; label smoothing {label_smoothing:g}"
     return Model(
-        "cnn", description, init, apply, layout=layout, weight_decay=weight_decay, label_smoothing=label_smoothing
-    )
+        "cnn", description, init, apply, layout=layout, lr=lr, weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+    )  # fmt: skip
 
 
 # The cnn's training recipe, the keyword arguments of make_cnn for MODELS["cnn"] (measured in the README).
-CNN_RECIPE: dict[str, Any] = {"dropout": (0.0, 0.0), "shift": 1, "weight_decay": 0.05, "label_smoothing": 0.1}
+CNN_RECIPE: dict[str, Any] = {
+    "dropout": (0.0, 0.0),
+    "shift": 1,
+    "lr": 1e-3,
+    "weight_decay": 0.05,
+    "label_smoothing": 0.1,
+}
 
 
 # ---------------------------------------------------------------------------- the residual network
@@ -274,6 +283,7 @@ def make_resnet(
     *,
     stem_pool: bool = True,
     shift: int = 0,
+    lr: float = 2e-3,
     weight_decay: float = 0.0,
     label_smoothing: float = 0.0,
 ) -> Model:
@@ -296,7 +306,7 @@ def make_resnet(
     each training step normalizes by the batch's statistics and returns the
     updated running ones; evaluation normalizes by the running ones. ``shift``
     translates each training image by up to that many pixels (with a key, as in
-    :func:`make_cnn`); ``weight_decay`` and ``label_smoothing`` are the recipe's, as in :func:`make_cnn`.
+    :func:`make_cnn`); ``lr``, ``weight_decay`` and ``label_smoothing`` are the recipe's, as in :func:`make_cnn`.
 
     Parameters are named by unit, ``stem``, ``block0/conv0``, ``block0/conv1``,
     ``block0/projection``, ..., and ``dense``: each conv-bn unit has ``w`` (HWIO or
@@ -374,12 +384,11 @@ def make_resnet(
     )
     if shift:
         description += f"; training images shifted by up to {shift} px"
-    if weight_decay:
-        description += f"; weight decay {weight_decay:g}"
+    description += _optimizer_recipe(lr, weight_decay)
     if label_smoothing:
         description += f"; label smoothing {label_smoothing:g}"
     return Model(
-        "resnet", description, init, apply, init_state, layout=layout, weight_decay=weight_decay,
+        "resnet", description, init, apply, init_state, layout=layout, lr=lr, weight_decay=weight_decay,
         label_smoothing=label_smoothing,
     )  # fmt: skip
 
@@ -392,6 +401,14 @@ RESNET_RECIPE: dict[str, Any] = {
     "weight_decay": 0.05,
     "label_smoothing": 0.1,
 }
+
+
+def _optimizer_recipe(lr: float, weight_decay: float) -> str:
+    """The parts of a description for a recipe's learning rate (where not :class:`Model`'s default) and decay."""
+    parts = ([f"peak learning rate {lr:g}"] if lr != Model.lr else []) + (
+        [f"weight decay {weight_decay:g}"] if weight_decay else []
+    )
+    return "".join(f"; {part}" for part in parts)
 
 
 def _get(tree: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -114,6 +114,15 @@ def _value(default: Any, help: str) -> Any:
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+# The fields of TrainConfig whose default, None, is the model's own value (the Model attribute of that name).
+RECIPE_FIELDS = ("lr", "weight_decay")
+
+
+def _recipes(field: str) -> str:
+    """Each model's value of a recipe field, for the help text: ``(linear 0.002, ..., cnn 0.001)``."""
+    return "(" + ", ".join(f"{name} {getattr(model, field):g}" for name, model in MODELS.items()) + ")"
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run (and must match to resume one).
@@ -125,15 +134,16 @@ class TrainConfig:
       ConfigError: a value outside its choices, a non-positive ``epochs``,
         ``batch_size`` or ``lr``, a negative ``weight_decay``.
 
-    ``weight_decay=None`` (the default) becomes the model's recipe
-    (:attr:`convgrad.models.Model.weight_decay`) when the config is made, so a
-    config, and a checkpoint's copy of it, always holds the number used.
+    ``lr=None`` and ``weight_decay=None`` (the defaults) become the model's
+    recipe (:attr:`convgrad.models.Model.lr`, :attr:`~convgrad.models.Model.weight_decay`)
+    when the config is made, so a config, and a checkpoint's copy of it, always
+    holds the numbers used.
     """
 
     model: str = _choice("mlp", MODELS, "the architecture")
     epochs: int = _value(5, "epochs to train; the learning-rate schedule spans all of them")
     batch_size: int = _value(64, "examples per step (a multiple of the devices)")
-    lr: float = _value(2e-3, "peak learning rate")
+    lr: float | None = _value(None, "peak learning rate; None: the model's recipe " + _recipes("lr"))
     seed: int = _value(0, "seed of the initial parameters and of the order of the examples")
     grads: str = _choice("custom", KITS, "custom: convgrad's hand-derived VJPs; autodiff: jax.grad of plain lax")
     optimizer: str = _choice("adam", OPTIMIZERS, "adam, or sgd with momentum")
@@ -142,9 +152,7 @@ class TrainConfig:
     weight_decay: float | None = _value(
         None,
         "decay of the kernels and dense weights (not biases, scales, offsets): AdamW's decoupled decay with adam, "
-        "an L2 term with sgd; None: the model's recipe ("
-        + ", ".join(f"{name} {model.weight_decay:g}" for name, model in MODELS.items())
-        + ")",
+        "an L2 term with sgd; None: the model's recipe " + _recipes("weight_decay"),
     )
 
     def __post_init__(self):
@@ -156,10 +164,11 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(name, value, "is not a positive int")
+        for name in RECIPE_FIELDS:  # None: the model's recipe, written into the config (and so into checkpoints)
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(MODELS[self.model], name))
         if not self.lr > 0:
             raise ConfigError("lr", self.lr, "is not positive")
-        if self.weight_decay is None:  # the model's recipe, written into the config (and so into checkpoints)
-            object.__setattr__(self, "weight_decay", MODELS[self.model].weight_decay)
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float):
             raise ConfigError("weight_decay", self.weight_decay, "is not a number")
         if not self.weight_decay >= 0:
