@@ -96,11 +96,22 @@ def _replaced(table: dict, key, value):
         table[key] = saved
 
 
-def _formulations_for(optimizer: str):
-    """Adam runs with lax convolutions: see ``test_five_training_steps_on_eight_devices_equal_one_device``."""
+@contextlib.contextmanager
+def _adam_setting(name: str, optimizer: str):
+    """Adam runs with lax convolutions and the bare cnn (test_five_training_steps_on_eight_devices_equal_one_device)."""
     if optimizer != "adam":
-        return contextlib.nullcontext()
-    return _replaced(conv_formulations.FORMULATIONS, "auto", conv_formulations.FORMULATIONS["textbook"])
+        yield
+        return
+    from convgrad.models import MODELS as ARCHITECTURES
+    from convgrad.models import make_cnn
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(
+            _replaced(conv_formulations.FORMULATIONS, "auto", conv_formulations.FORMULATIONS["textbook"])
+        )
+        if name == "cnn":  # no recipe: no shifts, no weight decay, no label smoothing
+            stack.enter_context(_replaced(ARCHITECTURES, "cnn", make_cnn("NHWC")))
+        yield
 
 
 def devices(out_path: str) -> None:
@@ -177,8 +188,8 @@ def devices(out_path: str) -> None:
 
         for optimizer in [o for m, o in TRAINED if m == name]:
             for n in (1, 8):
-                config = steps_config(name, optimizer)
-                with _formulations_for(optimizer):
+                with _adam_setting(name, optimizer):
+                    config = steps_config(name, optimizer)  # inside: its weight decay is the model's
                     state, report = train.train(config, data, progress=False, mesh=parallel.data_mesh(n))
                 _leaves(f"train/{name}/{optimizer}/{n}", state.params, out)
                 out[f"train/{name}/{optimizer}/{n}/loss"] = np.array([r["train_loss"] for r in report["history"]])
