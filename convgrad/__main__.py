@@ -4,4 +4,5 @@ import sys
 
 from convgrad.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when verify's worker processes (spawn) import this module
+    sys.exit(main())

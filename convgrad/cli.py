@@ -67,6 +67,16 @@ def _flag(argument: str) -> str:
     return "--" + argument.replace("_", "-")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -134,7 +144,9 @@ def _verify(args: argparse.Namespace) -> int:
     mesh = None if args.devices is None else _mesh("verify", args.devices, args.device)
     with _device_context(args.device):
         device = str(jax.devices(args.device)[0] if args.device else jax.devices()[0])
-        results = verify.run(triples, seed=args.seed, progress=not args.no_progress, mesh=mesh)
+        results = verify.run(
+            triples, seed=args.seed, progress=not args.no_progress, mesh=mesh, jobs=args.jobs, platform=args.device
+        )
     rows = verify.summarize(results)
     print(f"convgrad verify on {device} (jax {jax.__version__}): max relative error per check")
     print(verify.format_table(rows))
@@ -339,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="also run each VJP under jit with its inputs sharded over a mesh of N devices and compare",
+    )
+    verify.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="worker processes checking cases side by side (default: one per CPU on CPU, at most one per 8 cases; "
+        "1 on an accelerator)",
     )
     verify.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     verify.add_argument("--seed", type=int, default=0)

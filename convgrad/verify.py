@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import multiprocessing
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,16 +83,18 @@ def verify_case(
 
 def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     rng = np.random.default_rng(seed)
-    args = tuple(None if a is None else jnp.asarray(a) for a in spec.inputs(rng, case, dtype))
+    args = tuple(None if a is None else testing.on_device(a) for a in spec.inputs(rng, case, dtype))
     argnums = tuple(i for i in spec.argnums if args[i] is not None)
     linear = tuple(i for i in spec.linear_argnums if i in argnums)
     fn, reference = _functions(spec, case)
     vjp = testing.jitted_vjp(fn, argnums)
 
     y = jax.eval_shape(fn, *args)
-    ct = jnp.asarray(rng.standard_normal(y.shape), y.dtype)
+    ct = testing.on_device(rng.standard_normal(y.shape).astype(y.dtype))
     # the transforms: vmap over this problem and a second one drawn like it; the VJP's own VJP (order 2)
-    second = tuple(None if a is None else jnp.asarray(a) for a in spec.inputs(rng, case, dtype)) if transforms else ()
+    second = ()
+    if transforms:
+        second = tuple(None if a is None else testing.on_device(a) for a in spec.inputs(rng, case, dtype))
     check = testing.check_vjp(
         fn,
         args,
@@ -126,10 +130,10 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     for i in linear:
 
         def linear_part(u, i=i):
-            evaluate = testing.jitted(fn)
-            return evaluate(*testing.replace_at(args, (i,), (u,))) - evaluate(
-                *testing.replace_at(args, (i,), (jnp.zeros_like(u),))
-            )
+            # fn's value from the VJP program already compiled for these shapes (no compilation of
+            # fn alone); the difference in float64
+            at_u, at_zero = (vjp(testing.replace_at(args, (i,), (v,)), ct)[0] for v in (u, np.zeros(u.shape, u.dtype)))
+            return np.asarray(at_u, np.float64) - np.asarray(at_zero, np.float64)
 
         def transpose(c, i=i):
             return vjp(args, c)[1][argnums.index(i)]
@@ -238,19 +242,93 @@ def plan(ops: Sequence[str] | None = None, *, quick: bool = False, dtypes: Seque
     return triples
 
 
-def run(triples, *, seed: int = 0, progress: bool = True, mesh: Mesh | None = None) -> list[CaseResult]:
-    """Check every triple (jit-compiled, with the vmap and grad-of-grad checks, sharded over ``mesh`` if given)."""
-    results = []
+def run(
+    triples,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    mesh: Mesh | None = None,
+    jobs: int | None = 1,
+    platform: str | None = None,
+) -> list[CaseResult]:
+    """Check every triple (jit-compiled, with the vmap and grad-of-grad checks, sharded over ``mesh`` if given).
+
+    ``jobs`` worker processes check the triples side by side (``None``:
+    :func:`default_jobs`); the results come back in the order of ``triples``,
+    the same as one process's (each case draws its inputs from its own
+    ``seed``). Compilation dominates a case (about 90% of ``verify --quick``'s
+    time on CPU, one core each), so ``N`` workers on ``N`` cores take about
+    ``1/N`` of the time. A worker is a fresh Python (``spawn``): it sees the
+    registry as imported, not ops patched in this process, and runs on the
+    first device of ``platform`` (default: JAX's default), over a mesh like
+    ``mesh`` of its own. Raises ``ValueError`` for ``jobs`` < 1 or a triple
+    whose spec is not the registry's (a worker could not find it).
+    """
+    triples = list(triples)
+    jobs = default_jobs(len(triples), platform) if jobs is None else jobs
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"verify: jobs={jobs!r}; expected a positive int")
+    jobs = min(jobs, len(triples)) or 1
+    results: list[CaseResult | None] = [None] * len(triples)
     with Progress(len(triples), "verify", enabled=progress, unit="cases") as bar:
-        for spec, case, dtype in triples:
-            results.append(verify_case(spec, case, dtype, seed=seed, mesh=mesh))
-            # A case's programs (its shapes, its dtype) are not reused by the next. Each compiled
-            # program keeps its machine code mapped: about 660 mappings per case, so a full run
-            # kept ran into the process's limit (vm.max_map_count, 65530 here: "LLVM compilation
-            # error: Cannot allocate memory", then a segfault, after 23 minutes).
-            clear_caches()
-            bar.update(1, note=f"{spec.name} {dtype}")
+        if jobs == 1:
+            for index, (spec, case, dtype) in enumerate(triples):
+                results[index] = _check_and_release(spec, case, dtype, seed, mesh)
+                bar.update(1, note=f"{spec.name} {dtype}")
+        else:
+            foreign = sorted({spec.name for spec, _, _ in triples if OPS.get(spec.name) is not spec})
+            if foreign:
+                raise ValueError(f"verify: jobs={jobs} needs registry ops; not in convgrad.registry.OPS: {foreign}")
+            devices = None if mesh is None else (mesh.devices.size, mesh.devices.flat[0].platform)
+            work = [(index, spec.name, case, dtype) for index, (spec, case, dtype) in enumerate(triples)]
+            context = multiprocessing.get_context("spawn")  # JAX's threads do not survive fork
+            with context.Pool(jobs, initializer=_start_worker, initargs=(seed, platform, devices)) as pool:
+                for index, result in pool.imap_unordered(_worker_case, work):
+                    results[index] = result
+                    bar.update(1, note=f"{result.op} {result.dtype}")
     return results
+
+
+def default_jobs(cases: int, platform: str | None = None) -> int:
+    """Worker processes for ``cases`` cases: one per CPU this process may use, on CPU, and one per 8 cases at most.
+
+    A worker starts in about 3 s (Python, JAX, the registry), as long as 2
+    cases take, so short runs stay in one process. On an accelerator, one:
+    the workers would share it (and each would claim most of its memory).
+    """
+    platform = platform or jax.default_backend()
+    if platform != "cpu":
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, cases // 8))
+
+
+def _check_and_release(spec, case, dtype, seed, mesh) -> CaseResult:
+    result = verify_case(spec, case, dtype, seed=seed, mesh=mesh)
+    # A case's programs (its shapes, its dtype) are not reused by the next. Each compiled
+    # program keeps its machine code mapped: about 660 mappings per case, so a full run
+    # kept ran into the process's limit (vm.max_map_count, 65530 here: "LLVM compilation
+    # error: Cannot allocate memory", then a segfault, after 23 minutes).
+    clear_caches()
+    return result
+
+
+_worker: dict[str, Any] = {}
+
+
+def _start_worker(seed: int, platform: str | None, devices: tuple[int, str] | None) -> None:
+    """A worker's set-up: its default device and its own mesh like the parent's."""
+    from convgrad import parallel
+
+    if platform is not None:
+        jax.config.update("jax_default_device", jax.devices(platform)[0])
+    mesh = None if devices is None else parallel.data_mesh(devices[0], platform=devices[1])
+    _worker.update(seed=seed, mesh=mesh)
+
+
+def _worker_case(work) -> tuple[int, CaseResult]:
+    index, name, case, dtype = work
+    return index, _check_and_release(OPS[name], case, dtype, _worker["seed"], _worker["mesh"])
 
 
 COLUMNS = ("autodiff", "numerical", "loop", "adjoint", "vmap", "grad_of_grad", "sharded")

@@ -8,6 +8,7 @@ the empty directory would give.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -58,10 +59,43 @@ def test_verify_quick_passes_and_writes_json(tmp_path, capsys):
 
 def test_verify_fails_on_a_broken_vjp(mutate, capsys):
     mutate(conv_textbook, "conv_bias_grad", lambda g, geometry: jnp.mean(g, axis=(0, 2, 3)))
-    status = cli.main(["verify", "--quick", "--ops", "conv", "--no-progress"])
+    # one process: the bug is patched into this one (a worker process would import the registry afresh)
+    status = cli.main(["verify", "--quick", "--ops", "conv", "--jobs", "1", "--no-progress"])
     out = capsys.readouterr().out
     assert status == cli.ExitCode.CHECK_FAILED == 1
     assert "FAIL" in out and "argument 2 (b)" in out
+
+
+def test_verify_workers_give_one_process_results():
+    """Two worker processes (spawned) measure exactly what one process does, in the plan's order."""
+    from convgrad import verify
+
+    triples = verify.plan(["relu", "conv", "max_pool"], quick=True)
+    alone = verify.run(triples, progress=False, jobs=1)
+    side_by_side = verify.run(triples, progress=False, jobs=2)
+    assert [(r.op, r.case, r.dtype) for r in side_by_side] == [(s.name, str(c), d) for s, c, d in triples]
+    assert side_by_side == alone
+    assert all(r.passed and r.autodiff is not None and r.grad_of_grad is not None for r in side_by_side)
+
+
+def test_verify_jobs_default_and_bad_values(capsys):
+    from convgrad import verify
+
+    cpus = len(os.sched_getaffinity(0))
+    assert verify.default_jobs(1000, "cpu") == cpus
+    assert verify.default_jobs(8 * cpus - 1, "cpu") == max(1, cpus - 1)
+    assert verify.default_jobs(7, "cpu") == 1  # a worker's start-up costs about 2 cases
+    assert verify.default_jobs(1000, "gpu") == verify.default_jobs(1000, "tpu") == 1
+    triples = verify.plan(["relu"], quick=True)
+    for jobs in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match=re.escape(f"jobs={jobs!r}")):
+            verify.run(triples, progress=False, jobs=jobs)
+    spec, case, dtype = triples[0]
+    mine = dataclasses.replace(spec, name="my_relu")  # a worker could not find it
+    with pytest.raises(ValueError, match=re.escape("not in convgrad.registry.OPS: ['my_relu']")):
+        verify.run([(mine, case, dtype), (spec, case, dtype)], progress=False, jobs=2)
+    status, _, err = run_cli(capsys, "verify", "--quick", "--ops", "relu", "--jobs", "0")
+    assert status == USAGE and "--jobs: expected a positive integer, got 0" in err
 
 
 def test_unknown_op_is_a_clear_error(capsys):

@@ -31,7 +31,7 @@ The helpers every check shares live here too, one definition each, and
 from __future__ import annotations
 
 from convgrad.testing.adjoint import AdjointCheck, check_adjoint
-from convgrad.testing.arrays import as_float64, float64_available, is_array, is_float, jitted, replace_at
+from convgrad.testing.arrays import as_float64, float64_available, is_array, is_float, jitted, on_device, replace_at
 from convgrad.testing.compare import assert_close
 from convgrad.testing.tolerances import NUMERICAL_RTOL, TOLERANCES, Tolerance, tolerance_for
 from convgrad.testing.vjp import (
@@ -63,6 +63,7 @@ __all__ = [
     "is_float",
     "jitted",
     "jitted_vjp",
+    "on_device",
     "replace_at",
     "tolerance_for",
 ]

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from convgrad.testing.arrays import on_device
 from convgrad.testing.tolerances import tolerance_for
 
 
@@ -54,8 +55,9 @@ def check_adjoint(
       AssertionError: check_adjoint: <f(x), y> = ... but <x, f_t(y)> = ...: relative difference ... > rtol 2e-05 ...
     """
     rng = np.random.default_rng(seed)
-    x = jnp.asarray(rng.standard_normal(tuple(x_shape)), dtype)
-    y = jnp.asarray(rng.standard_normal(tuple(y_shape)), dtype)
+    # rounded to dtype by NumPy (ml_dtypes), as jnp would; transferred without a compiled conversion
+    x = on_device(rng.standard_normal(tuple(x_shape)).astype(jnp.dtype(dtype)))
+    y = on_device(rng.standard_normal(tuple(y_shape)).astype(jnp.dtype(dtype)))
     fx, fty = np.asarray(f(x), np.float64), np.asarray(f_t(y), np.float64)
     if fx.shape != tuple(y_shape) or fty.shape != tuple(x_shape):
         raise AssertionError(

@@ -30,10 +30,23 @@ def float64_available() -> bool:
     return jax.default_backend() != "tpu"
 
 
+def on_device(a: Any) -> jax.Array:
+    """``a`` as a JAX array on the default device: ``jnp.asarray`` without its compiled copy.
+
+    ``jnp.asarray`` of a NumPy array compiles (and caches per shape) a small
+    program; the checks lift thousands of shapes, each once, so they use
+    ``jax.device_put``, which only transfers. JAX arrays pass through; Python
+    scalars and lists go through ``jnp.asarray`` (scalars stay weakly typed).
+    """
+    if isinstance(a, (np.ndarray, np.generic)):
+        return jax.device_put(a)
+    return jnp.asarray(a)
+
+
 def as_float64(a: Any) -> Any:
     """A floating array as a float64 JAX array (call it under ``jax.enable_x64(True)``); anything else unchanged."""
     if is_float(a):
-        return jnp.asarray(np.asarray(a, np.float64))
+        return on_device(np.asarray(a, np.float64))
     return a
 
 
@@ -43,6 +56,20 @@ def replace_at(values: Sequence[Any], positions: Sequence[int], replacements: Se
     for position, replacement in zip(positions, replacements):
         values[position] = replacement
     return tuple(values)
+
+
+# The checks' instruments, the programs that measure rather than stand under test (the float64
+# references and their autodiff, the finite differences), compile with XLA's backend (LLVM)
+# optimizations off on CPU: about half the compile time of these small programs, which is
+# most of a check's time. IEEE arithmetic is the same (XLA:CPU's fast-math stays off); the
+# programs under test (the VJP, vmapped, its own VJP, sharded) compile with XLA's defaults.
+INSTRUMENT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def instrument_jit(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``jax.jit(fn)`` for a measuring program: :data:`INSTRUMENT_COMPILER_OPTIONS` on CPU, defaults elsewhere."""
+    options = INSTRUMENT_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return jax.jit(fn, compiler_options=options)
 
 
 @functools.lru_cache(maxsize=1024)

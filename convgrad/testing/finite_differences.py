@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from convgrad.testing.arrays import is_float, replace_at
+from convgrad.testing.arrays import instrument_jit, is_float, on_device, replace_at
 
 Flat = Callable[[tuple[Any, ...], tuple[Any, ...]], Any]
 
@@ -41,7 +41,7 @@ def forward_program(flat: Flat) -> Callable[[tuple, tuple], list[jax.Array]]:
     def run(differentiated, carried):
         return [leaf for leaf in jax.tree.leaves(flat(differentiated, carried)) if is_float(leaf)]
 
-    return jax.jit(run)
+    return instrument_jit(run)
 
 
 def directional_differences(
@@ -68,8 +68,8 @@ def directional_differences(
     dots, norms, taken = [], [], []
     for v in directions:
         plus, minus = (base + step * v).astype(dtype), (base - step * v).astype(dtype)
-        f_plus = evaluate(replace_at(differentiated, (leaf,), (jnp.asarray(plus),)), carried)
-        f_minus = evaluate(replace_at(differentiated, (leaf,), (jnp.asarray(minus),)), carried)
+        f_plus = evaluate(replace_at(differentiated, (leaf,), (on_device(plus),)), carried)
+        f_minus = evaluate(replace_at(differentiated, (leaf,), (on_device(minus),)), carried)
         difference = [
             (np.asarray(a, np.float64) - np.asarray(b, np.float64)) / (2 * step) for a, b in zip(f_plus, f_minus)
         ]
@@ -121,7 +121,7 @@ def columns_program(flat: Flat, whole_columns: bool) -> Callable[..., Any]:
         batch = max(1, min(leaf_of.shape[0], CHUNK_ELEMENTS // max(1, 2 * values)))
         return lax.map(column, jnp.arange(leaf_of.shape[0], dtype=jnp.int32), batch_size=batch)
 
-    return jax.jit(run)
+    return instrument_jit(run)
 
 
 # mode="jacobian" evaluates its columns in chunks of about this many values (inputs and outputs, both signs)

@@ -24,10 +24,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from convgrad.testing.arrays import is_array, is_float
+from convgrad.testing.arrays import is_array, is_float, on_device
 
 STATIC, CARRIED, DIFFERENTIATED = "static", "carried", "differentiated"
 
@@ -74,8 +73,8 @@ class Layout:
         leaves, treedef = _flatten(args, self.static_argnums)
         if treedef != self.treedef:
             raise ValueError(f"check_vjp: arguments of structure {treedef} where {self.treedef} was expected")
-        differentiated = tuple(jnp.asarray(v) for v, k in zip(leaves, self.kinds) if k == DIFFERENTIATED)
-        carried = tuple(jnp.asarray(v) for v, k in zip(leaves, self.kinds) if k == CARRIED)
+        differentiated = tuple(on_device(v) for v, k in zip(leaves, self.kinds) if k == DIFFERENTIATED)
+        carried = tuple(on_device(v) for v, k in zip(leaves, self.kinds) if k == CARRIED)
         return differentiated, carried
 
     def rebuild(self, differentiated: Sequence[Any], carried: Sequence[Any]) -> tuple[Any, ...]:

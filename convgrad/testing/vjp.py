@@ -33,7 +33,7 @@ from jax import lax
 
 from convgrad.ops.precision import accumulator_dtype
 from convgrad.testing import finite_differences
-from convgrad.testing.arrays import as_float64, float64_available, is_float
+from convgrad.testing.arrays import as_float64, float64_available, instrument_jit, is_float, on_device
 from convgrad.testing.compare import assert_close, mismatch_report, relative_error
 from convgrad.testing.layout import flat_function, layout_of
 from convgrad.testing.tolerances import (
@@ -253,6 +253,12 @@ def vjp_program(flat: finite_differences.Flat) -> Callable[..., Any]:
     return jax.jit(_vjp(flat))
 
 
+@functools.lru_cache(maxsize=1024)
+def reference_program(flat: finite_differences.Flat) -> Callable[..., Any]:
+    """:func:`vjp_program` of a reference: an instrument (:func:`~convgrad.testing.arrays.instrument_jit`)."""
+    return instrument_jit(_vjp(flat))
+
+
 def clear_caches() -> None:
     """Drop the compiled programs the checks hold (after monkeypatching an op, say)."""
     from convgrad.testing import arrays, layout
@@ -260,6 +266,7 @@ def clear_caches() -> None:
     for cached in (
         jitted_vjp,
         vjp_program,
+        reference_program,
         _batched_program,
         _rows_program,
         _second_order_function,
@@ -311,7 +318,7 @@ def _check(problem, differentiated, carried, cotangent, rng, options, *, prefix)
     if problem.reference is not None:
         with jax.enable_x64(x64):
             inputs = _in_reference_precision(x64, (differentiated, carried, cotangent))
-            reference_outputs, reference_grads = vjp_program(problem.reference)(
+            reference_outputs, reference_grads = reference_program(problem.reference)(
                 inputs[0], inputs[1], _placeholders(inputs[2])
             )
             forward_error = assert_close(
@@ -721,7 +728,7 @@ def _random_cotangent(rng: np.random.Generator, out_shape: Any) -> Any:
 
     def draw(s):
         if is_float(s):
-            return jnp.asarray(rng.standard_normal(s.shape).astype(s.dtype))
+            return on_device(rng.standard_normal(s.shape).astype(s.dtype))
         return np.zeros(s.shape, np.int32)
 
     return jax.tree.map(draw, out_shape)
@@ -742,7 +749,7 @@ def _with_placeholders(problem):
 def _jittered(rng: np.random.Generator, leaves: tuple) -> tuple:
     """Each leaf times an elementwise factor in [0.9, 1.1]: another valid point, same signs and zeros."""
     return tuple(
-        jnp.asarray((np.asarray(a, np.float64) * rng.uniform(0.9, 1.1, a.shape)).astype(a.dtype)) for a in leaves
+        on_device((np.asarray(a, np.float64) * rng.uniform(0.9, 1.1, a.shape)).astype(a.dtype)) for a in leaves
     )
 
 
