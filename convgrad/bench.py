@@ -50,6 +50,9 @@ class Benchmark:
     group: str  # "op" (forward / VJP of one op) or "step" (a whole train step)
     make: Callable[[str], dict[str, tuple[Callable[..., Any], tuple[Any, ...]]]]
     description: str
+    # floating-point operations per call of each kind ("fwd", "vjp", "step") by direct count
+    # (multiply and add, no fast algorithm's savings): for GFLOP/s; empty for memory-bound ops
+    flops: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 # The dtypes `convgrad bench --dtype` takes: the values are drawn in float64 and rounded to it.
@@ -170,7 +173,25 @@ def _conv_benchmark(name, batch, size, c_in, c_out, stride=1, description="", la
 
         return _op_variants(custom, reference, (x, w), (0, 1), torch_fn)
 
-    return Benchmark(name, "op", make, description)
+    return Benchmark(name, "op", make, description, _product_flops(conv_flops(batch, size // stride, c_in, c_out, 3)))
+
+
+def conv_flops(batch: int, out_size: int, c_in: int, c_out: int, kernel: int) -> float:
+    """A square convolution's forward by direct count: ``2 N H_out W_out C_out C_in k^2`` (a multiply and an add each).
+
+    Its input gradient and its weight gradient are products of the same count.
+    """
+    return 2.0 * batch * out_size**2 * c_out * c_in * kernel**2
+
+
+def dense_flops(batch: int, n_in: int, n_out: int) -> float:
+    """``x @ w`` by direct count: ``2 N n_in n_out`` (the bias's ``N n_out`` adds left out)."""
+    return 2.0 * batch * n_in * n_out
+
+
+def _product_flops(forward: float) -> dict[str, float]:
+    """A linear layer's counts: the forward, and the VJP = forward + input gradient + weight gradient, 3x."""
+    return {"fwd": forward, "vjp": 3 * forward}
 
 
 def _pool_benchmark(name, batch, size, channels, window, stride, padding, description="", layout="NHWC"):
@@ -217,7 +238,7 @@ def _dense_benchmark(name, batch, n_in, n_out, description=""):
 
         return _op_variants(convgrad.dense, autodiff.dense, (x, w, b), (0, 1, 2), torch_fn)
 
-    return Benchmark(name, "op", make, description)
+    return Benchmark(name, "op", make, description, _product_flops(dense_flops(batch, n_in, n_out)))
 
 
 def _relu_benchmark(name, shape, description=""):
@@ -279,7 +300,20 @@ def _step_benchmark(batch: int = 128, optimizer_name: str = "Adam") -> Benchmark
         return variants
 
     name = f"mnist cnn train step, batch {batch}" + ("" if optimizer_name == "Adam" else f", {optimizer_name}")
-    return Benchmark(name, "step", make, f"conv-relu-pool x2, dense 256, dense 10, {optimizer_name}")
+    return Benchmark(
+        name, "step", make, f"conv-relu-pool x2, dense 256, dense 10, {optimizer_name}", {"step": step_flops(batch)}
+    )
+
+
+def step_flops(batch: int) -> float:
+    """The MNIST convnet's step by direct count: three products per layer, less the first conv's input gradient.
+
+    The convolutions and dense layers only: pooling, relu, the loss and the
+    optimizer are a few FLOPs per element, under 1% of these.
+    """
+    first = conv_flops(batch, 28, 1, 32, 3)
+    layers = first + conv_flops(batch, 14, 32, 64, 3) + dense_flops(batch, 3136, 256) + dense_flops(batch, 256, 10)
+    return 3 * layers - first
 
 
 def _torch_step_variants(images, labels, make_optimizer, dtype="float32"):
@@ -409,30 +443,76 @@ def run(
     unknown = [n for n in chosen if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"bench: unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
+    counted = any(BENCHMARKS[name].flops for name in chosen)
     results = []
-    with Progress(len(chosen), "bench", enabled=progress, unit="benchmarks") as bar:
+    with Progress(len(chosen) + counted, "bench", enabled=progress, unit="benchmarks") as bar:
+        gemm = None
+        if counted:  # the ceiling the GFLOP/s are measured against, in this run, on this machine
+            gemm = gemm_peak(dtype, rounds)
+            bar.update(1, note="GEMM peak")
         for name in chosen:
             benchmark = BENCHMARKS[name]
             variants = benchmark.make(dtype)
             times = time_variants(variants, rounds)
             medians = {variant: statistics.median(samples) for variant, samples in times.items()}
-            results.append(
-                {
-                    "name": name,
-                    "group": benchmark.group,
-                    "description": benchmark.description,
-                    "median_ms": {v: m * 1e3 for v, m in medians.items()},
-                    "spread": {v: _relative_spread(samples) for v, samples in times.items()},
-                    "samples_ms": {v: [t * 1e3 for t in s] for v, s in times.items()},
-                    "ratios": _ratios(medians),
-                    "same_program": _same_programs(variants),
+            result = {
+                "name": name,
+                "group": benchmark.group,
+                "description": benchmark.description,
+                "median_ms": {v: m * 1e3 for v, m in medians.items()},
+                "spread": {v: _relative_spread(samples) for v, samples in times.items()},
+                "samples_ms": {v: [t * 1e3 for t in s] for v, s in times.items()},
+                "ratios": _ratios(medians),
+                "same_program": _same_programs(variants),
+            }
+            if benchmark.flops:
+                result["flops"] = benchmark.flops
+                result["gflops"] = {
+                    v: benchmark.flops[_kind(v)] / m / 1e9 for v, m in medians.items() if _kind(v) in benchmark.flops
                 }
-            )
+                result["gemm_peak_fraction"] = {v: g / gemm["peak_gflops"] for v, g in result["gflops"].items()}
+            results.append(result)
             bar.update(1, note=name)
     report = {"machine": machine(), "rounds": rounds, "dtype": dtype, "results": results}
+    if gemm is not None:
+        report["gemm"] = gemm
     if any(BENCHMARKS[name].group == "step" for name in chosen):
         report["step_memory"] = step_memory()
     return report
+
+
+def _kind(variant: str) -> str:
+    """``"convgrad vjp"`` -> ``"vjp"``; ``"pytorch step (contiguous)"`` -> ``"step"``."""
+    return variant.split(" ")[1]
+
+
+# The GEMM the op GFLOP/s are set against: square, large enough for the GEMM kernels' full
+# speed, small enough that a call takes under 0.1 s in float32 on the 2-core machine of
+# docs/performance.md (79 ms there).
+GEMM_SIZE = 2048
+
+
+def gemm_peak(dtype: str = "float32", rounds: int = 31, size: int = GEMM_SIZE) -> dict[str, Any]:
+    """GFLOP/s of a ``size`` cube matrix product in ``dtype``: XLA's, and PyTorch's when importable, interleaved.
+
+    ``peak_gflops`` is the faster of the two: what a GEMM achieves on this
+    machine now, the ceiling each op's GFLOP/s is quoted as a fraction of.
+    """
+    a, b = _normal(5, (size, size), dtype=dtype), _normal(6, (size, size), dtype=dtype)
+    variants = {"xla gemm": (jax.jit(jnp.matmul), (a, b))}
+    torch = _torch()
+    if torch is not None:
+        ta, tb = _torch_tensor(torch, a), _torch_tensor(torch, b)
+        variants["pytorch gemm"] = (torch.matmul, (ta, tb))
+    medians = {v: statistics.median(s) for v, s in time_variants(variants, rounds).items()}
+    flops = 2.0 * size**3
+    gflops = {v: flops / m / 1e9 for v, m in medians.items()}
+    return {
+        "shape": [size, size, size],
+        "median_ms": {v: m * 1e3 for v, m in medians.items()},
+        "gflops": gflops,
+        "peak_gflops": max(gflops.values()),
+    }
 
 
 def _relative_spread(samples: Sequence[float]) -> float:
@@ -529,10 +609,18 @@ def _cpu_count() -> int:
 def format_table(report: dict[str, Any]) -> str:
     """Medians (ms) per benchmark and variant, and the speed ratios, as text."""
     lines = [f"{report['machine']['processor']}, {report['machine']['cpus']} cpus, jax {report['machine']['jax']}"]
+    if "gemm" in report:
+        gemm = report["gemm"]
+        measured = ", ".join(f"{v} {g:.0f}" for v, g in gemm["gflops"].items())
+        lines.append(f"GEMM peak {gemm['peak_gflops']:.0f} GFLOP/s ({'x'.join(map(str, gemm['shape']))}: {measured})")
     for result in report["results"]:
         lines.append(f"{result['name']}  ({result['description']})")
         for variant, median in result["median_ms"].items():
-            lines.append(f"  {variant:28s} {median:9.2f} ms  (IQR {100 * result['spread'][variant]:.0f}%)")
+            line = f"  {variant:28s} {median:9.2f} ms  (IQR {100 * result['spread'][variant]:.0f}%)"
+            if variant in result.get("gflops", {}):
+                gflops, fraction = result["gflops"][variant], result["gemm_peak_fraction"][variant]
+                line += f"  {gflops:6.1f} GFLOP/s, {100 * fraction:3.0f}% of GEMM peak"
+            lines.append(line)
         for kind in result["same_program"]:
             lines.append(f"  convgrad {kind} and jax.grad {kind} compile to the same XLA program: any gap is noise")
         for label, ratio in result["ratios"].items():

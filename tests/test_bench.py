@@ -93,3 +93,34 @@ def test_convgrad_step_needs_no_more_memory_than_autodiff():
         ours = memory[layout]["peak_bytes"]
         assert ours <= memory["jax.grad step (NHWC)"]["peak_bytes"], layout
         assert ours <= memory["jax.grad step (NCHW)"]["peak_bytes"], layout
+
+
+def test_flop_counts_by_direct_count():
+    """Written out: 2 FLOPs (a multiply, an add) per kernel tap, input channel and output element."""
+    assert bench.conv_flops(128, 14, 32, 64, 3) == 2 * 128 * 14 * 14 * 64 * 32 * 3 * 3 == 924_844_032
+    assert bench.dense_flops(128, 3136, 256) == 2 * 128 * 3136 * 256 == 205_520_896
+    layer = bench.BENCHMARKS["conv 64->128 3x3 stride 2, 56x56, batch 32"]
+    assert layer.flops == {"fwd": 2 * 32 * 28 * 28 * 128 * 64 * 9, "vjp": 3 * 2 * 32 * 28 * 28 * 128 * 64 * 9}
+    # the step: conv 1 (no input gradient: the images), conv 2, dense 1 and 2 (three products each)
+    conv1, conv2 = 2 * 128 * 28 * 28 * 32 * 9, 2 * 128 * 14 * 14 * 64 * 32 * 9
+    dense1, dense2 = 2 * 128 * 3136 * 256, 2 * 128 * 256 * 10
+    assert bench.step_flops(128) == 2 * conv1 + 3 * (conv2 + dense1 + dense2)
+    assert not bench.BENCHMARKS["relu, 128x28x28x32"].flops  # memory-bound: no GFLOP/s quoted
+
+
+def test_cli_bench_reports_gflops_against_the_gemm_peak(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    assert cli.main(["bench", "--ops", "dense", "--rounds", "1", "--json", str(path), "--no-progress"]) == 0
+    report = json.loads(path.read_text())
+    gemm = report["gemm"]
+    assert gemm["shape"] == [bench.GEMM_SIZE] * 3 and "xla gemm" in gemm["gflops"]
+    assert gemm["peak_gflops"] == max(gemm["gflops"].values()) > 0
+    (result,) = report["results"]
+    for variant in ("convgrad fwd", "convgrad vjp", "jax.grad vjp"):
+        seconds = result["median_ms"][variant] / 1e3
+        assert result["gflops"][variant] == pytest.approx(result["flops"][variant.split()[1]] / seconds / 1e9)
+        assert result["gemm_peak_fraction"][variant] == pytest.approx(result["gflops"][variant] / gemm["peak_gflops"])
+    out = capsys.readouterr().out
+    assert "GEMM peak" in out and "GFLOP/s" in out and "% of GEMM peak" in out
+    assert cli.main(["bench", "--ops", "relu", "--rounds", "1", "--json", str(path), "--no-progress"]) == 0
+    assert "gemm" not in json.loads(path.read_text())  # nothing counted, nothing to set against
