@@ -78,6 +78,16 @@ def test_verify_workers_give_one_process_results():
     assert all(r.passed and r.autodiff is not None and r.grad_of_grad is not None for r in side_by_side)
 
 
+def test_verify_releases_each_cases_programs():
+    """After each case its compiled programs are dropped (kept, a full run ran out of memory maps)."""
+    from convgrad import verify
+    from convgrad.testing import vjp
+
+    verify.run(verify.plan(["relu"], quick=True)[:1], progress=False, jobs=1)
+    cached = [verify._functions, vjp.jitted_vjp, vjp.vjp_program, vjp.reference_program, vjp._batched_program]
+    assert [f.cache_info().currsize for f in cached] == [0] * len(cached)
+
+
 def test_verify_jobs_default_and_bad_values(capsys):
     from convgrad import verify
 
