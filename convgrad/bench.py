@@ -487,8 +487,8 @@ def _kind(variant: str) -> str:
 
 
 # The GEMM the op GFLOP/s are set against: square, large enough for the GEMM kernels' full
-# speed, small enough that a call takes under 0.1 s in float32 on the 2-core machine of
-# docs/performance.md (79 ms there).
+# speed, small enough that a call takes about 0.1 s in float32 on the 2-core machine of
+# docs/performance.md (101 to 107 ms there).
 GEMM_SIZE = 2048
 
 

@@ -292,8 +292,9 @@ def run(
 def default_jobs(cases: int, platform: str | None = None) -> int:
     """Worker processes for ``cases`` cases: one per CPU this process may use, on CPU, and one per 8 cases at most.
 
-    A worker starts in about 3 s (Python, JAX, the registry), as long as 2
-    cases take, so short runs stay in one process. On an accelerator, one:
+    A worker starts in about 2 s (Python, JAX, the registry: 2.3 s on the
+    2-core machine of ``docs/performance.md``), as long as one or two cases
+    take, so short runs stay in one process. On an accelerator, one:
     the workers would share it (and each would claim most of its memory).
     """
     platform = platform or jax.default_backend()
