@@ -136,7 +136,9 @@ def _write_report(path: Path, report: dict) -> None:
 def _verify(args: argparse.Namespace) -> int:
     from convgrad import verify
 
-    _check_paths("verify", output_files={"--json": args.json})
+    _check_paths(
+        "verify", output_files={"--json": args.json}, output_dirs={"--compilation-cache": args.compilation_cache}
+    )
     try:
         triples = verify.plan(args.ops, quick=args.quick, dtypes=args.dtypes)
     except ValueError as error:
@@ -145,7 +147,13 @@ def _verify(args: argparse.Namespace) -> int:
     with _device_context(args.device):
         device = str(jax.devices(args.device)[0] if args.device else jax.devices()[0])
         results = verify.run(
-            triples, seed=args.seed, progress=not args.no_progress, mesh=mesh, jobs=args.jobs, platform=args.device
+            triples,
+            seed=args.seed,
+            progress=not args.no_progress,
+            mesh=mesh,
+            jobs=args.jobs,
+            platform=args.device,
+            compilation_cache=args.compilation_cache,
         )
     rows = verify.summarize(results)
     print(f"convgrad verify on {device} (jax {jax.__version__}): max relative error per check")
@@ -359,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes checking cases side by side (default: one per CPU on CPU, at most one per 8 cases; "
         "1 on an accelerator)",
+    )
+    verify.add_argument(
+        "--compilation-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep every compiled program in JAX's persistent compilation cache here: a rerun loads them "
+        "instead of compiling (verify --quick: 43 s, then 10 s)",
     )
     verify.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     verify.add_argument("--seed", type=int, default=0)

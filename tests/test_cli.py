@@ -431,3 +431,25 @@ def test_ctrl_c_is_one_line_and_status_130(capsys, tmp_path, synthetic_mnist, mo
     status, _, err = run_cli(capsys, "train", "--model", "linear")
     assert status == cli.ExitCode.INTERRUPTED == 130
     assert err == "\nconvgrad: interrupted\n"
+
+
+def test_verify_compilation_cache_is_filled_then_read(tmp_path):
+    """``--compilation-cache``: the first run writes its programs there, a rerun reads them, same table."""
+    cache = tmp_path / "new" / "cache"  # created by the first run
+    argv = [sys.executable, "-m", "convgrad", "verify", "--quick", "--ops", "relu,dense", "--no-progress"]
+    argv += ["--compilation-cache", str(cache)]
+    env = {**os.environ, "JAX_LOG_COMPILES": "1"}  # JAX then logs each program and each persistent-cache hit
+    first, second = (subprocess.run(argv, capture_output=True, text=True, check=False, env=env) for _ in range(2))
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr[-2000:]
+    programs, hits = "Finished XLA compilation", "Persistent compilation cache hit"
+    assert first.stderr.count(programs) >= 4 and hits not in first.stderr  # the VJPs, references, differences
+    assert len(list(cache.iterdir())) >= first.stderr.count(programs)
+    assert second.stderr.count(hits) == second.stderr.count(programs) == first.stderr.count(programs)
+    assert second.stdout == first.stdout and "4/4 cases passed" in second.stdout
+
+
+def test_verify_compilation_cache_must_be_a_directory(tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("")
+    status, _, err = run_cli(capsys, "verify", "--quick", "--ops", "relu", "--compilation-cache", str(file))
+    assert status == USAGE and f"verify: --compilation-cache {file}: is a file, not a directory" in err
