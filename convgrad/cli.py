@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="keep every compiled program in JAX's persistent compilation cache here: a rerun loads them "
-        "instead of compiling (verify --quick: 43 s, then 10 s)",
+        "instead of compiling (verify --quick: 43 s, then 10 s); a cache is trusted code, keep it private",
     )
     verify.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     verify.add_argument("--seed", type=int, default=0)

@@ -319,11 +319,16 @@ def use_compilation_cache(directory: str | os.PathLike) -> None:
     filling the cache (3.2 MB, 306 programs) and 10 s rerun from it, with the
     same table (2-core machine of ``docs/performance.md``). The cache's key
     is the program, the compile options and the backend's version, so a
-    changed op compiles afresh. Process-wide and for the rest of the process.
+    changed op compiles afresh. Process-wide, from the next compilation on
+    (earlier compilations in the process notwithstanding), for the rest of
+    the process. As JAX warns, a cache is trusted code: keep it in a
+    directory only you can write to.
     """
-    jax.config.update("jax_compilation_cache_dir", os.fspath(directory))
+    from jax.experimental.compilation_cache import compilation_cache
+
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    compilation_cache.set_cache_dir(os.fspath(directory))
 
 
 def _check_and_release(spec, case, dtype, seed, mesh) -> CaseResult:

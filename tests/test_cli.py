@@ -453,3 +453,17 @@ def test_verify_compilation_cache_must_be_a_directory(tmp_path, capsys):
     file.write_text("")
     status, _, err = run_cli(capsys, "verify", "--quick", "--ops", "relu", "--compilation-cache", str(file))
     assert status == USAGE and f"verify: --compilation-cache {file}: is a file, not a directory" in err
+
+
+def test_compilation_cache_applies_after_earlier_compilations(tmp_path):
+    """``use_compilation_cache`` in a process that has compiled before: the programs compiled after it are kept."""
+    script = f"""
+import jax, jax.numpy as jnp
+from convgrad import verify
+jax.jit(jnp.sin)(1.0)                      # a compilation before: no cache yet
+verify.use_compilation_cache({str(tmp_path)!r})
+jax.jit(jnp.cos)(1.0)                      # after: written to the cache
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, capture_output=True)
+    assert [p.name for p in tmp_path.iterdir() if "cos" in p.name]
+    assert not [p.name for p in tmp_path.iterdir() if "sin" in p.name]
