@@ -559,7 +559,7 @@ def _ratios(medians: dict[str, float]) -> dict[str, float]:
         ours = medians.get(f"convgrad {kind}")
         if ours is None:
             continue
-        theirs = {v: m for v, m in medians.items() if not v.startswith("convgrad") and v.split(" ")[1] == kind}
+        theirs = {v: m for v, m in medians.items() if not v.startswith("convgrad") and _kind(v) == kind}
         for variant, median in theirs.items():
             ratios[f"{variant} / convgrad {kind}"] = median / ours
         for variant, median in medians.items():

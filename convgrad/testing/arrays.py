@@ -61,8 +61,9 @@ def replace_at(values: Sequence[Any], positions: Sequence[int], replacements: Se
 # The checks' instruments, the programs that measure rather than stand under test (the float64
 # references and their autodiff, the finite differences), compile with XLA's backend (LLVM)
 # optimizations off on CPU: about half the compile time of these small programs, which is
-# most of a check's time. IEEE arithmetic is the same (XLA:CPU's fast-math stays off); the
-# programs under test (the VJP, vmapped, its own VJP, sharded) compile with XLA's defaults.
+# most of a check's time. The operations are the same (XLA:CPU's fast-math stays off) and
+# their results move by rounding at most (measured in docs/performance.md). The programs
+# under test (the VJP, vmapped, its own VJP, sharded) compile with XLA's defaults.
 INSTRUMENT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
