@@ -287,9 +287,61 @@ def winograd_crossover():
     print()
 
 
+def polyphase_crossover():
+    """The polyphase input gradient against the textbook one (XLA's zero-inserted convolution), by strided layer."""
+    from convgrad.ops import conv_polyphase, conv_textbook
+    from convgrad.ops.geometry import CHANNELS_FIRST, ConvGeometry
+
+    print("| layer | textbook input gradient | polyphase input gradient |\n| --- | ---: | ---: |")
+    for n, size, c, o, k, s, layout in [
+        (128, 28, 1, 32, 3, 2, NHWC),
+        (128, 28, 16, 32, 3, 2, NHWC),
+        (128, 28, 32, 64, 3, 2, NHWC),
+        (32, 56, 64, 128, 3, 2, NHWC),
+        (32, 56, 64, 128, 3, 2, CHANNELS_FIRST[2]),
+        (32, 56, 64, 128, 1, 2, NHWC),
+        (32, 28, 128, 256, 3, 2, NHWC),
+        (32, 14, 256, 512, 3, 2, NHWC),
+        (32, 28, 64, 128, 3, 2, NHWC),
+        (32, 56, 32, 32, 3, 2, NHWC),
+        (8, 112, 64, 64, 3, 2, NHWC),
+        (8, 112, 64, 64, 3, 3, NHWC),
+        (32, 56, 64, 64, 5, 2, NHWC),
+    ]:
+        pad = (k - 1) // 2
+        out = (size + 2 * pad - k) // s + 1
+        last = layout == NHWC
+        g = normal(1, (n, out, out, o) if last else (n, o, out, out))
+        w = normal(2, (k, k, c, o) if last else (o, c, k, k), 1 / np.sqrt(k * k * c))
+        dn = lax.conv_dimension_numbers((n, size, size, c) if last else (n, c, size, size), w.shape, layout)
+        geometry = ConvGeometry((s, s), ((pad, pad),) * 2, (1, 1), 1, dn)
+        variants = {
+            name: (jax.jit(partial(fn, geometry=geometry, in_spatial=(size, size))), (g, w))
+            for name, fn in (
+                ("textbook", conv_textbook.conv_input_grad),
+                ("polyphase", conv_polyphase.conv_input_grad_polyphase),
+            )
+        }
+        expected, got = (variants[name][0](g, w) for name in ("textbook", "polyphase"))
+        error = float(jnp.max(jnp.abs(got - expected)) / jnp.max(jnp.abs(expected)))
+        assert error < RTOL, (c, o, k, s, error)
+        times = medians(variants, rounds=11)
+        name = f"{c}->{o} {k}x{k} stride {s}, {size}x{size}, batch {n}" + ("" if last else ", NCHW")
+        print(f"| {name} | {times['textbook']:.1f} ms | {times['polyphase']:.1f} ms |", flush=True)
+    print()
+
+
 if __name__ == "__main__":
     sections = {
-        f.__name__: f for f in (machine_throughput, conv_throughput, formulations, im2col_crossover, winograd_crossover)
+        f.__name__: f
+        for f in (
+            machine_throughput,
+            conv_throughput,
+            formulations,
+            im2col_crossover,
+            winograd_crossover,
+            polyphase_crossover,
+        )
     }
     unknown = set(sys.argv[1:]) - set(sections)
     if unknown:

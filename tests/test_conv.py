@@ -256,7 +256,8 @@ def test_auto_formulation_uses_winograd_on_cpu_for_wide_3x3_layers():
     ],
 )
 def test_formulations_agree(layout, x_axes, w_axes):
-    """Forward and all three gradients of "im2col" and "auto" equal "textbook"'s in float64, in any layout."""
+    """Forward and all three gradients of "im2col", "polyphase" and "auto" equal "textbook"'s in float64, in any
+    layout (stride 2 with dilation 2 along H: every odd phase of dx is reached by no tap)."""
     rng = np.random.default_rng(0)
     x, w, b = rng.standard_normal((2, 3, 9, 8)), rng.standard_normal((6, 1, 3, 2)), rng.standard_normal(6)
     x, w = np.transpose(x, x_axes), np.transpose(w, w_axes)
@@ -268,8 +269,8 @@ def test_formulations_agree(layout, x_axes, w_axes):
 
         return jax.value_and_grad(loss, argnums=(0, 1, 2))(x, w, b)
 
-    results = {formulation: value_and_grads(formulation) for formulation in ("textbook", "im2col", "auto")}
-    for formulation in ("im2col", "auto"):
+    results = {formulation: value_and_grads(formulation) for formulation in ("textbook", "im2col", "polyphase", "auto")}
+    for formulation in ("im2col", "polyphase", "auto"):
         for got, want in zip(jax.tree.leaves(results[formulation]), jax.tree.leaves(results["textbook"])):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -301,9 +302,69 @@ def test_winograd_agrees_with_textbook(layout, chunk_bytes, monkeypatch):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, options",
+    [
+        ((2, 3, 9, 8), (4, 3, 3, 3), dict(stride=2, padding=1)),  # four phases: 2x2, 2x1, 1x2, 1x1 taps
+        ((2, 2, 11), (3, 2, 5), dict(stride=3, padding=(2,), dilation=2)),  # L = 3, D = 2: taps 0, 3 / 1, 4 / 2
+        ((2, 2, 9, 9), (3, 2, 1, 1), dict(stride=2)),  # 1x1: three of the four phases are reached by no tap
+        ((2, 4, 8, 7), (6, 2, 3, 2), dict(stride=(2, 3), padding=((-1, 2), (2, -1)), groups=2)),  # cropping
+        ((2, 3, 7, 6), (4, 3, 4, 4), dict(stride=4, padding=3)),  # one tap per phase
+        ((1, 2, 5, 6, 4), (3, 2, 3, 2, 2), dict(stride=(2, 2, 1), padding=1)),  # 3-d, channels-last below too
+        # jax 0.10.2's CPU compiler aborts the process on the textbook input gradient of this geometry (and on
+        # jax.grad of the same lax convolution): algebraic_simplifier "Window dimensions do not match RHS shape"
+        (
+            (2, 2, 2, 9, 4),
+            (2, 1, 1, 3, 2),
+            dict(stride=(3, 3, 2), padding=((-1, 2), (0, -1), (1, 2)), dilation=(2, 2, 1), groups=2),
+        ),
+    ],
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_polyphase_input_gradient_equals_the_loop_reference(x_shape, w_shape, options, channels_last):
+    """The polyphase dx equals the loops' one-product-at-a-time dx in float64: strides 2 to 4, dilated taps,
+    phases no tap reaches, negative padding, groups, 1-d to 3-d, both layouts."""
+    from convgrad import loops
+
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    n = len(x_shape) - 2
+    layout = convgrad.ops.geometry.CHANNELS_LAST[n] if channels_last else None
+    to_last = lambda a, axes: np.moveaxis(a, axes, (-1,) if len(axes) == 1 else (-1, -2)) if channels_last else a
+    y, vjp = jax.vjp(
+        lambda x, w: convgrad.conv(x, w, formulation="polyphase", dimension_numbers=layout, **options),
+        to_last(x, (1,)),
+        to_last(w, (0, 1)),
+    )
+    g = rng.standard_normal(y.shape)
+    dx = np.asarray(vjp(jnp.asarray(g))[0])
+    if channels_last:
+        dx, g = np.moveaxis(dx, -1, 1), np.moveaxis(g, -1, 1)
+    expected = loops.conv_vjp(x, w, None, g, **options)[0]
+    np.testing.assert_allclose(dx, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the polyphase formulation is chosen on CPU only")
+def test_auto_formulation_uses_polyphase_on_cpu_for_strided_3x3_layers():
+    """With 32 channels "auto" computes a stride-2 3x3 layer's dx without inserting zeros (no lhs dilation);
+    with 1x1 kernels or one input channel, where it was measured slower, dx stays the zero-inserted convolution."""
+
+    def dilates(x_shape, w_shape, formulation):
+        x, w = jnp.ones(x_shape, jnp.float32), jnp.ones(w_shape, jnp.float32)
+        loss = lambda x: jnp.sum(convgrad.conv(x, w, stride=2, padding=1, formulation=formulation) ** 2)
+        return "lhs_dilate=2x2" in jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+
+    assert dilates((2, 32, 8, 8), (32, 32, 3, 3), "textbook")
+    assert not dilates((2, 32, 8, 8), (32, 32, 3, 3), "polyphase")
+    assert not dilates((2, 32, 8, 8), (32, 32, 3, 3), "auto")
+    assert dilates((2, 32, 8, 8), (32, 32, 1, 1), "auto")
+    assert dilates((2, 1, 8, 8), (32, 1, 3, 3), "auto")
+
+
 def test_unknown_formulation_is_a_clear_error():
     with pytest.raises(
-        ValueError, match=r"^conv: formulation='fast' is not one of \['auto', 'im2col', 'textbook', 'winograd'\]"
+        ValueError,
+        match=r"^conv: formulation='fast' is not one of \['auto', 'im2col', 'polyphase', 'textbook', 'winograd'\]",
     ):
         convgrad.conv(X, W, formulation="fast")
 

@@ -52,7 +52,11 @@ PAD_KINDS = {
 }
 
 CASES = (
-    [("conv", formulation, kind) for formulation in ("textbook", "im2col", "winograd", "auto") for kind in CONV_KINDS]
+    [
+        ("conv", formulation, kind)
+        for formulation in ("textbook", "im2col", "winograd", "polyphase", "auto")
+        for kind in CONV_KINDS
+    ]
     + [("conv_transpose", "textbook", kind) for kind in TRANSPOSE_KINDS]
     + [("lax.conv_general_dilated", "auto", kind) for kind in LAX_KINDS]
     + [("lax.conv_transpose", "auto", kind) for kind in LAX_TRANSPOSE_KINDS]

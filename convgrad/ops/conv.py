@@ -127,6 +127,11 @@ def conv(
         F(2x2, 3x3) (:mod:`convgrad.ops.conv_winograd`: 16 GEMMs over
         transformed 4x4 tiles), for 2-D 3x3 convolutions with stride 1,
         dilation 1 and one group; fast on CPU for 32 channels and more.
+        ``"polyphase"``, the input gradient as ``prod(s)`` stride-1
+        convolutions of the cotangent, one per phase of the input positions,
+        with the kernel taps that reach it (:mod:`convgrad.ops.conv_polyphase`:
+        no multiplications by inserted zeros), forward and weight gradient
+        textbook; fast on CPU for 3x3 and wider kernels at stride 2.
         ``"auto"`` (default) picks per product on CPU by
         :func:`~convgrad.ops.conv_formulations.cpu_formulation` and
         ``"textbook"`` on GPU/TPU.

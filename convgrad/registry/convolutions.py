@@ -120,7 +120,7 @@ def sample_conv(draw: Draw) -> Case:
         options["padding"] = tuple(draw.integer(0, size - 1 if mode == "reflect" else size) for size in in_spatial)
         in_spatial = tuple(max(size, 1) for size in in_spatial)
     layout = draw.choice([None, None, CHANNELS_LAST[n]])
-    formulation = draw.choice(["auto", "auto", "textbook", "im2col"])
+    formulation = draw.choice(["auto", "auto", "textbook", "im2col", "polyphase"])
     if formulation != "auto":
         options["formulation"] = formulation
     batch = draw.choice([1, 2, 2, 2, 0])
@@ -194,6 +194,18 @@ CONV_CASES = (
     conv_case((2, 32, 5, 6), (32, 32, 3, 3), dimension_numbers=CHANNELS_LAST[2], padding=1),
     conv_case((3, 2, 7, 6), (3, 2, 3, 3), padding=((3, 0), (0, 2)), formulation="winograd"),
     conv_case((2, 3, 5, 5), (4, 3, 3, 3), dimension_numbers=CHANNELS_LAST[2], padding="VALID", formulation="winograd"),
+    # the polyphase input gradient: chosen by "auto" on CPU for strided 3x3 layers with >= 32 channels, and forced
+    conv_case((2, 32, 7, 7), (32, 32, 3, 3), dimension_numbers=CHANNELS_LAST[2], stride=2, padding=1),
+    conv_case(
+        (2, 4, 8, 9),
+        (6, 2, 3, 2),
+        stride=(2, 3),
+        padding=((-1, 2), (2, -1)),
+        dilation=(2, 1),
+        groups=2,
+        formulation="polyphase",
+    ),
+    conv_case((2, 3, 9, 8), (4, 3, 1, 1), stride=2, formulation="polyphase"),  # three phases no tap reaches
     # PyTorch's padding modes: the padding is its own op (pad), its VJP folds the border back
     conv_case((2, 3, 6, 7), (4, 3, 3, 3), padding=(2, 1), padding_mode="reflect"),
     conv_case((2, 2, 5, 6), (4, 2, 3, 2), padding="SAME", padding_mode="replicate", dimension_numbers=CHANNELS_LAST[2]),
