@@ -311,6 +311,7 @@ def test_winograd_agrees_with_textbook(layout, chunk_bytes, monkeypatch):
         ((2, 4, 8, 7), (6, 2, 3, 2), dict(stride=(2, 3), padding=((-1, 2), (2, -1)), groups=2)),  # cropping
         ((2, 3, 7, 6), (4, 3, 4, 4), dict(stride=4, padding=3)),  # one tap per phase
         ((1, 2, 5, 6, 4), (3, 2, 3, 2, 2), dict(stride=(2, 2, 1), padding=1)),  # 3-d, channels-last below too
+        ((2, 2, 3), (2, 2, 2), dict(stride=2, padding=((-5, 10),))),  # the padding crops all of x: dx is zero
         # jax 0.10.2's CPU compiler aborts the process on the textbook input gradient of this geometry (and on
         # jax.grad of the same lax convolution): algebraic_simplifier "Window dimensions do not match RHS shape"
         (
@@ -323,7 +324,7 @@ def test_winograd_agrees_with_textbook(layout, chunk_bytes, monkeypatch):
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_polyphase_input_gradient_equals_the_loop_reference(x_shape, w_shape, options, channels_last):
     """The polyphase dx equals the loops' one-product-at-a-time dx in float64: strides 2 to 4, dilated taps,
-    phases no tap reaches, negative padding, groups, 1-d to 3-d, both layouts."""
+    phases no tap reaches, negative padding (one cropping all of x), groups, 1-d to 3-d, both layouts."""
     from convgrad import loops
 
     rng = np.random.default_rng(2)

@@ -38,7 +38,8 @@ Shapes, per spatial dim: each phase has ``J = ceil((in + lo) / s)`` positions
 phases interleave into ``J s`` padded positions (a stack and a reshape: ``p = j s + r``),
 which are cropped to the ``in`` positions of ``x``, ``p`` in ``[lo, lo + in)``. A negative
 ``lo`` crops ``x``: its first ``-lo`` samples are read by no window, their gradient is
-zero, and the phases are those of the remaining ``in + lo`` samples at ``lo = 0``.
+zero, and the phases are those of the remaining ``in + lo`` samples at ``lo = 0`` (none
+remain when ``-lo >= in``: then ``dx`` is zero).
 
 Layout: any (the phase convolutions use the textbook input gradient's dimension numbers,
 the stack and reshape follow the input's spatial axes). lax's extra arguments (an input
@@ -83,14 +84,14 @@ def conv_input_grad_polyphase(
     read = tuple(size - crop for size, crop in zip(in_spatial, crops))
     lows = tuple(max(0, lo) for lo, _ in geometry.padding)
     n_phases = tuple(geometry.stride)
+    batch, channels = g.shape[dn.out_spec[0]], w.shape[dn.rhs_spec[1]] * geometry.groups
+    if any(size <= 0 for size in read):  # the padding crops all of x along some axis: no window reads it
+        return jnp.zeros(_in_layout(dn.lhs_spec, (batch, channels, *in_spatial)), g.dtype)
     grid = tuple(math.ceil((lo + size) / s) for lo, size, s in zip(lows, read, n_phases))  # J per dim
     w_t = w.astype(g.dtype)
-    batch, channels = g.shape[dn.out_spec[0]], w.shape[dn.rhs_spec[1]] * geometry.groups
-    phase_shape = [0] * g.ndim
-    for axis, size in zip(dn.lhs_spec, (batch, channels, *grid)):
-        phase_shape[axis] = size
+    phase_shape = _in_layout(dn.lhs_spec, (batch, channels, *grid))
     phases = [
-        _phase(g, w_t, geometry, phase, out_spatial, kernel_spatial, grid, tuple(phase_shape))
+        _phase(g, w_t, geometry, phase, out_spatial, kernel_spatial, grid, phase_shape)
         for phase in itertools.product(*map(range, n_phases))
     ]
     stacked = jnp.stack(phases).reshape(*n_phases, *phase_shape)  # (*s, dx's axes with J per spatial axis)
@@ -110,6 +111,14 @@ def conv_input_grad_polyphase(
             widths[axis] = (crop, 0)
             padded = jnp.pad(padded, widths)
     return padded
+
+
+def _in_layout(lhs_spec: tuple[int, ...], canonical: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape ``(N, C, *spatial)`` laid out by ``lhs_spec``."""
+    shape = [0] * len(canonical)
+    for axis, size in zip(lhs_spec, canonical):
+        shape[axis] = size
+    return tuple(shape)
 
 
 def _phase(g, w_t, geometry, phase, out_spatial, kernel_spatial, grid, phase_shape) -> jax.Array:
