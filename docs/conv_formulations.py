@@ -6,8 +6,10 @@ Times, with convgrad.bench's interleaved method, (1) this machine's memory and G
 throughput, (2) how close XLA's convolutions on the 64->64 3x3 56x56 layer come to that
 GEMM throughput, (3) alternative formulations of conv 32->64 3x3 on 14x14 (batch 128,
 channels-last) against XLA's convolution, and (4) convgrad's im2col forward and weight
-gradient against its textbook ones (XLA's convolutions) for 1 to 64 input channels.
-Every formulation is checked against XLA's result before it is timed. Prints markdown
+gradient against its textbook ones (XLA's convolutions) for 1 to 64 input channels,
+(5) Winograd F(2x2, 3x3) against the textbook products by layer, (6) the polyphase input
+gradient of strided layers against XLA's zero-inserted one, and (7) F(4x4, 3x3) against
+F(2x2, 3x3) (forward, with each one's float32 error). Every formulation is checked against XLA's result before it is timed. Prints markdown
 tables. Name sections to run only those:
 
     PYTHONPATH=. python docs/conv_formulations.py machine_throughput conv_throughput
@@ -331,6 +333,108 @@ def polyphase_crossover():
     print()
 
 
+# F(4x4, 3x3) (Lavin & Gray, 2015): 6x6 tiles at the points 0, +-1, +-2 and infinity.
+F4_B_T = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ]
+)
+F4_G = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ]
+)
+F4_A_T = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]])
+
+
+def _winograd_f4(x, w, transforms):
+    """SAME 3x3 correlation of (N, H, W, C) by F(4x4, 3x3) over convgrad's batch chunks (16 MiB of tiles each).
+
+    ``transforms="adds"``: the tile transforms as sums of strided slices, as convgrad's F(2x2, 3x3) computes
+    them (:func:`convgrad.ops.conv_winograd._combine`); ``"dots"``: as small matrix products over stacked tiles.
+    """
+    from convgrad.ops.batch_chunks import in_batch_order, map_batch_chunks
+    from convgrad.ops.conv_winograd import _combine
+
+    m, a = 4, 6
+    size, out_channels = x.shape[1], w.shape[-1]
+    t = -(-size // m)
+    u = jnp.einsum("ia,jb,abco->ijco", F4_G, F4_G, w, precision=lax.Precision.HIGHEST)  # (6, 6, C, O)
+
+    def chunk(xc):
+        n = xc.shape[0]
+        xp = jnp.pad(xc, ((0, 0), (1, 1 + m * t - size), (1, 1 + m * t - size), (0, 0)))
+        if transforms == "adds":
+            d = [[xp[:, i : i + m * t : m, j : j + m * t : m] for j in range(a)] for i in range(a)]
+            columns = [_combine(F4_B_T, [d[i][j] for i in range(a)]) for j in range(a)]
+            v = [_combine(F4_B_T, [columns[j][i] for j in range(a)]) for i in range(a)]
+            prod = [[jnp.matmul(v[i][j], u[i, j], precision=lax.Precision.HIGHEST) for j in range(a)] for i in range(a)]
+            columns = [_combine(F4_A_T, [prod[i][j] for i in range(a)]) for j in range(a)]
+            y = [_combine(F4_A_T, [columns[j][r] for j in range(a)]) for r in range(m)]  # y[r][q]: (n, t, t, O)
+            return jnp.stack([jnp.stack(row, axis=3) for row in y], axis=2).reshape(n, m * t, m * t, out_channels)
+        bt, at = jnp.asarray(F4_B_T, x.dtype), jnp.asarray(F4_A_T, x.dtype)
+        rows = jnp.einsum("ia,anhwc->inhwc", bt, jnp.stack([xp[:, i : i + m * t : m] for i in range(a)]))
+        tiles = jnp.stack([rows[:, :, :, j : j + m * t : m] for j in range(a)], 1)  # (6, 6, n, t, t, C)
+        v = jnp.einsum("jb,ibnhwc->ijnhwc", bt, tiles)
+        prod = jnp.einsum("ijnhwc,ijco->ijnhwo", v, u, precision=lax.Precision.HIGHEST)
+        y = jnp.einsum("rj,nhqwjo->nhqwro", at, jnp.einsum("qi,ijnhwo->nhqwjo", at, prod))
+        return y.reshape(n, m * t, m * t, out_channels)
+
+    per_image = a * a * t * t * (x.shape[-1] + out_channels) * 4
+    y = in_batch_order(map_batch_chunks(chunk, x, 16 * 2**20 // per_image), x.shape[0])
+    return y[:, :size, :size]
+
+
+def winograd_tile_size():
+    """F(4x4, 3x3) against convgrad's F(2x2, 3x3) and XLA, forward only (3x3, SAME, NHWC), with each one's error."""
+    from convgrad.ops import conv_winograd as winograd
+    from convgrad.ops.geometry import ConvGeometry
+
+    d, g = np.random.default_rng(0).standard_normal(6), np.random.default_rng(1).standard_normal(3)
+    one_d = F4_A_T @ ((F4_G @ g) * (F4_B_T @ d)) - np.array([d[i : i + 3] @ g for i in range(4)])
+    assert np.max(np.abs(one_d)) < 1e-14, one_d  # the constants are F(4, 3)'s: exact in float64 up to rounding
+    names = ("XLA", "F(2x2) adds (convgrad)", "F(4x4) adds", "F(4x4) dots")
+    print("| layer | " + " | ".join(names) + " |\n| --- |" + " ---: |" * len(names))
+    errors = []
+    for n, size, c, o in [(128, 14, 32, 64), (128, 28, 32, 32), (32, 56, 64, 64), (32, 28, 128, 128)]:
+        x, w = normal(0, (n, size, size, c)), normal(2, (3, 3, c, o), 1 / np.sqrt(9 * c))
+        geometry = ConvGeometry((1, 1), ((1, 1), (1, 1)), (1, 1), 1, lax.conv_dimension_numbers(x.shape, w.shape, NHWC))
+        fns = dict(
+            zip(
+                names,
+                (
+                    conv,
+                    partial(winograd.conv_forward_winograd, b=None, geometry=geometry),
+                    partial(_winograd_f4, transforms="adds"),
+                    partial(_winograd_f4, transforms="dots"),
+                ),
+            )
+        )
+        variants = {name: (jax.jit(fn), (x, w)) for name, fn in fns.items()}
+        with jax.enable_x64(True):
+            exact = np.asarray(conv(x.astype(jnp.float64), w.astype(jnp.float64)))
+        for name, (fn, args) in variants.items():
+            # relative to the largest |y|; a wrong transform errs by O(1), float32 rounding by 1e-7 to 1e-5
+            error = float(np.max(np.abs(np.asarray(fn(*args), np.float64) - exact)) / np.max(np.abs(exact)))
+            assert error < 1e-3, (name, error)
+            errors.append(f"{c}->{o} {size}x{size} {name}: {error:.1e}")
+        times = medians(variants, rounds=11)
+        cells = [f"{times[name]:.1f} ms" for name in names]
+        print(f"| {c}->{o}, {size}x{size}, batch {n} | " + " | ".join(cells) + " |", flush=True)
+    print("\nlargest error relative to the largest |y| (float32 vs a float64 convolution):")
+    print("\n".join(errors) + "\n")
+
+
 if __name__ == "__main__":
     sections = {
         f.__name__: f
@@ -341,6 +445,7 @@ if __name__ == "__main__":
             im2col_crossover,
             winograd_crossover,
             polyphase_crossover,
+            winograd_tile_size,
         )
     }
     unknown = set(sys.argv[1:]) - set(sections)
