@@ -9,8 +9,8 @@ channels-last) against XLA's convolution, and (4) convgrad's im2col forward and 
 gradient against its textbook ones (XLA's convolutions) for 1 to 64 input channels,
 (5) Winograd F(2x2, 3x3) against the textbook products by layer, (6) the polyphase input
 gradient of strided layers against XLA's zero-inserted one, and (7) F(4x4, 3x3) against
-F(2x2, 3x3) (forward, with each one's float32 error). Every formulation is checked against XLA's result before it is timed. Prints markdown
-tables. Name sections to run only those:
+F(2x2, 3x3) (forward, with each one's float32 error). Every formulation is checked
+against XLA's result before it is timed. Prints markdown tables. Name sections to run only those:
 
     PYTHONPATH=. python docs/conv_formulations.py machine_throughput conv_throughput
 """
