@@ -277,21 +277,28 @@ def run(
     results: list[CaseResult | None] = [None] * len(triples)
     with Progress(len(triples), "verify", enabled=progress, unit="cases") as bar:
         if jobs == 1:
-            for index, (spec, case, dtype) in enumerate(triples):
-                results[index] = _check_and_release(spec, case, dtype, seed, mesh)
-                bar.update(1, note=f"{spec.name} {dtype}")
+            for indices in _case_groups(triples):
+                spec, case, _ = triples[indices[0]]
+                dtypes = [triples[i][2] for i in indices]
+                for index, result in zip(indices, _check_and_release(spec, case, dtypes, seed, mesh)):
+                    results[index] = result
+                    bar.update(1, note=f"{result.op} {result.dtype}")
         else:
             foreign = sorted({spec.name for spec, _, _ in triples if OPS.get(spec.name) is not spec})
             if foreign:
                 raise ValueError(f"verify: jobs={jobs} needs registry ops; not in convgrad.registry.OPS: {foreign}")
             devices = None if mesh is None else (mesh.devices.size, mesh.devices.flat[0].platform)
-            work = [(index, spec.name, case, dtype) for index, (spec, case, dtype) in enumerate(triples)]
+            work = [
+                (indices, triples[indices[0]][0].name, triples[indices[0]][1], [triples[i][2] for i in indices])
+                for indices in _case_groups(triples)
+            ]
             context = multiprocessing.get_context("spawn")  # JAX's threads do not survive fork
             initargs = (seed, platform, devices, None if compilation_cache is None else os.fspath(compilation_cache))
             with context.Pool(jobs, initializer=_start_worker, initargs=initargs) as pool:
-                for index, result in pool.imap_unordered(_worker_case, work):
-                    results[index] = result
-                    bar.update(1, note=f"{result.op} {result.dtype}")
+                for indices, group in pool.imap_unordered(_worker_case, work):
+                    for index, result in zip(indices, group):
+                        results[index] = result
+                        bar.update(1, note=f"{result.op} {result.dtype}")
     return results
 
 
@@ -331,14 +338,31 @@ def use_compilation_cache(directory: str | os.PathLike) -> None:
     compilation_cache.set_cache_dir(os.fspath(directory))
 
 
-def _check_and_release(spec, case, dtype, seed, mesh) -> CaseResult:
-    result = verify_case(spec, case, dtype, seed=seed, mesh=mesh)
-    # A case's programs (its shapes, its dtype) are not reused by the next. Each compiled
-    # program keeps its machine code mapped: about 660 mappings per case, so a full run
-    # kept ran into the process's limit (vm.max_map_count, 65530 here: "LLVM compilation
+def _case_groups(triples) -> list[list[int]]:
+    """The indices of ``triples`` by case: each run of consecutive triples of one (op, case), in any dtypes.
+
+    A case's float64 instruments (its reference VJP and grad-of-grad, the
+    forward the finite differences evaluate) are the same programs in each of
+    its dtypes, so one process checks all of a case's dtypes and compiles them once.
+    """
+    groups: list[list[int]] = []
+    for index, (spec, case, _) in enumerate(triples):
+        first = triples[groups[-1][0]] if groups else None
+        if first is not None and first[0] is spec and first[1] == case:
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
+
+
+def _check_and_release(spec, case, dtypes, seed, mesh) -> list[CaseResult]:
+    results = [verify_case(spec, case, dtype, seed=seed, mesh=mesh) for dtype in dtypes]
+    # The next case's programs (its shapes) are not these. Each compiled program keeps its
+    # machine code mapped: about 660 mappings per (case, dtype), so a full run that kept
+    # them ran into the process's limit (vm.max_map_count, 65530 here: "LLVM compilation
     # error: Cannot allocate memory", then a segfault, after 23 minutes).
     clear_caches()
-    return result
+    return results
 
 
 _worker: dict[str, Any] = {}
@@ -356,9 +380,9 @@ def _start_worker(seed: int, platform: str | None, devices: tuple[int, str] | No
     _worker.update(seed=seed, mesh=mesh)
 
 
-def _worker_case(work) -> tuple[int, CaseResult]:
-    index, name, case, dtype = work
-    return index, _check_and_release(OPS[name], case, dtype, _worker["seed"], _worker["mesh"])
+def _worker_case(work) -> tuple[list[int], list[CaseResult]]:
+    indices, name, case, dtypes = work
+    return indices, _check_and_release(OPS[name], case, dtypes, _worker["seed"], _worker["mesh"])
 
 
 COLUMNS = ("autodiff", "numerical", "loop", "adjoint", "vmap", "grad_of_grad", "sharded")

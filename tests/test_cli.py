@@ -71,11 +71,49 @@ def test_verify_workers_give_one_process_results():
     from convgrad import verify
 
     triples = verify.plan(["relu", "conv", "max_pool"], quick=True)
+    triples += verify.plan(["tanh"], dtypes=["float32", "float16"])[:4]  # two cases of two dtypes each
     alone = verify.run(triples, progress=False, jobs=1)
     side_by_side = verify.run(triples, progress=False, jobs=2)
     assert [(r.op, r.case, r.dtype) for r in side_by_side] == [(s.name, str(c), d) for s, c, d in triples]
     assert side_by_side == alone
     assert all(r.passed and r.autodiff is not None and r.grad_of_grad is not None for r in side_by_side)
+
+
+def test_verify_checks_a_cases_dtypes_together_and_compiles_its_instruments_once(monkeypatch):
+    """One process takes all of a case's dtypes: its three float64 instruments are compiled once for them.
+
+    A ``relu`` case compiles 6 programs in its first dtype (the VJP under test, vmapped and its
+    grad-of-grad; the float64 reference VJP, its grad-of-grad, the finite differences' forward) and
+    the 3 under test in each further dtype: 12 for three dtypes, where releasing the programs after
+    each dtype compiled 18.
+    """
+    from jax._src import monitoring
+
+    from convgrad import verify
+
+    triples = verify.plan(["relu", "tanh"], dtypes=["float32", "bfloat16", "float64"])[:6]
+    assert verify._case_groups(triples) == [[0, 1, 2], [3, 4, 5]]
+    compiled, per_case = [0], []
+    real_clear = verify.clear_caches
+
+    def count(event, duration, **_):
+        compiled[0] += event == "/jax/core/compile/backend_compile_duration"
+
+    def record_then_clear():
+        per_case.append(compiled[0])
+        compiled[0] = 0
+        real_clear()
+
+    monkeypatch.setattr(verify, "clear_caches", record_then_clear)
+    real_clear()
+    monitoring.register_event_duration_secs_listener(count)
+    try:
+        results = verify.run(triples, progress=False, jobs=1)
+    finally:
+        monitoring.unregister_event_duration_listener(count)
+    assert [(r.op, r.dtype) for r in results] == [(s.name, d) for s, _, d in triples]
+    assert all(r.passed for r in results)
+    assert per_case == [12, 12]
 
 
 def test_verify_releases_each_cases_programs():
