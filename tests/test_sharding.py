@@ -1,9 +1,10 @@
 """Data parallelism: on 8 simulated CPU devices (and on 2 processes) the gradients and training equal one device's.
 
 The multi-device work runs in fresh processes (``tests/sharding_checks.py``)
-started with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``, a flag JAX
-reads once at start-up; this process, and the rest of the suite, keep seeing
-one device. The fresh processes compute and save; the tests here compare.
+started with ``--xla_force_host_platform_device_count=8`` added to the suite's
+``XLA_FLAGS`` (so they compile as the rest of the suite does), a flag JAX reads
+once at start-up; this process, and the rest of the suite, keep seeing one
+device. The fresh processes compute and save; the tests here compare.
 
 Tolerances: a sharded computation differs from one device's only in the order
 of the float32 sums that cross devices (the all-reduce of the weight
@@ -34,7 +35,8 @@ SCRIPT = str(ROOT / "tests" / "sharding_checks.py")
 
 def _environment(devices: int) -> dict[str, str]:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    # the suite's own XLA_FLAGS (tests/conftest.py: backend optimizations off), plus the device count
+    env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     return env
