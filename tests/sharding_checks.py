@@ -252,7 +252,8 @@ def replicated_operands(mesh, out: dict) -> None:
     """Each op with a replicated operand, under ``shard_map`` with ``check_vma``: its gradient, and one device's.
 
     The first argument is split over ``data``, the others are the same on every device; the loss is
-    the ``psum`` of the devices' ``sum(sin(op(...)))``. On one device the same sum runs over the whole
+    the ``psum`` of the devices' ``sum(sin(op(...)))``. For ``dropout``, ``x`` is the same on every
+    device and the key is each device's own (``fold_in`` of its index). On one device the same sum runs over the whole
     batch (for ``mse``, whose ``target`` has one device's shape, over the 8 slices by ``vmap``).
     """
     import jax
@@ -301,6 +302,23 @@ def replicated_operands(mesh, out: dict) -> None:
                 return jnp.sum(jnp.sin(op(first, *rest)))
 
         _leaves(f"operands/{name}/one", jax.jit(jax.grad(one_device, argnums))(first, *rest), out)
+
+    # dropout of a replicated x with each device's own key, so each its own mask; on one device, the
+    # sum of the 8 devices' terms
+    x, key, rate = normal(4, 5), jax.random.key(3), 0.25
+
+    def dropout_term(x, device):
+        return jnp.sum(jnp.sin(convgrad.dropout(x, rate, jax.random.fold_in(key, device))))
+
+    mapped = jax.shard_map(
+        lambda x: jax.lax.psum(dropout_term(x, jax.lax.axis_index(parallel.DATA_AXIS)), parallel.DATA_AXIS),
+        mesh=mesh,
+        in_specs=PartitionSpec(),
+        out_specs=PartitionSpec(),
+    )
+    _leaves_or_error("operands/dropout/shard_map", out, jax.jit(jax.grad(mapped, (0,))), x)
+    one_device = jax.grad(lambda x: sum(dropout_term(x, device) for device in range(8)), (0,))
+    _leaves("operands/dropout/one", jax.jit(one_device)(x), out)
 
 
 def _leaves_or_error(prefix: str, out: dict, fn, *args) -> None:

@@ -133,9 +133,12 @@ def test_shard_map_needs_no_cast_of_the_parameters(eight, name):
     _assert_trees_close(_tree(eight, f"grad/{name}/shard_map_as_is"), one, f"{name}: shard_map gradient vs one device")
 
 
-@pytest.mark.parametrize("name", ["conv", "conv_transpose", "dense", "mse"])
+@pytest.mark.parametrize("name", ["conv", "conv_transpose", "dense", "mse", "dropout"])
 def test_shard_map_gradient_of_a_replicated_operand_is_the_sum_over_devices(eight, name):
-    """The batch split over 8 devices, the other operands replicated: their gradients equal one device's."""
+    """The batch split over 8 devices, the other operands replicated: their gradients equal one device's.
+
+    ``dropout``: ``x`` replicated, each device's own key and mask; ``x``'s gradient sums the 8 masks.
+    """
     assert f"error/operands/{name}/shard_map" not in eight, str(eight[f"error/operands/{name}/shard_map"])
     one = _tree(eight, f"operands/{name}/one")
     _assert_trees_close(_tree(eight, f"operands/{name}/shard_map"), one, f"{name}: shard_map gradient vs one device")

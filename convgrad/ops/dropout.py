@@ -16,6 +16,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from convgrad.ops import arguments
+from convgrad.ops.replicas import like_primal
 
 
 def dropout(x: ArrayLike, rate: float, key: jax.Array | None, *, training: bool = True) -> jax.Array:
@@ -94,19 +95,29 @@ def _dropout(rate: float, x: jax.Array, keep: jax.Array) -> jax.Array:
 
 
 def _dropout_fwd(rate, x, keep):
-    """Save the boolean mask ``keep``: the backward multiplies by exactly it, and needs nothing else.
+    """Save the boolean mask ``keep``, and an empty slice of ``x`` for its type.
 
-    Saving it (one byte per entry, as PyTorch's ``native_dropout`` does) rather
-    than the key means the backward never re-runs the random number generator:
-    ``keep`` is an input of this function, drawn once by :func:`dropout`, so the
-    backward cannot draw a different mask from the forward's.
+    The backward multiplies by exactly ``keep``. Saving it (one byte per entry,
+    as PyTorch's ``native_dropout`` does) rather than the key means the backward
+    never re-runs the random number generator: ``keep`` is an input of this
+    function, drawn once by :func:`dropout`, so the backward cannot draw a
+    different mask from the forward's. The empty slice (no elements) carries the
+    ``shard_map`` axes over which ``x`` varies, for
+    :func:`~convgrad.ops.replicas.like_primal`.
     """
-    return apply_mask(x, keep, rate), keep
+    return apply_mask(x, keep, rate), (keep, x.reshape(-1)[:0])
 
 
-def _dropout_bwd(rate, keep, g):
-    """``dx = keep g / (1 - rate)``: the forward's own mask and scale; the mask has no cotangent."""
-    return dropout_input_grad(g, keep, rate), None
+def _dropout_bwd(rate, residuals, g):
+    """``dx = keep g / (1 - rate)``: the forward's own mask and scale, summed over the devices that share ``x``.
+
+    Under ``shard_map`` a replicated ``x`` with each device's own key (each its own
+    mask) feeds every device's term, so its cotangent is the sum of theirs
+    (:func:`~convgrad.ops.replicas.like_primal`; a no-op outside ``shard_map``). The
+    mask has no cotangent.
+    """
+    keep, x_type = residuals
+    return like_primal(dropout_input_grad(g, keep, rate), x_type), None
 
 
 _dropout.defvjp(_dropout_fwd, _dropout_bwd)
