@@ -478,6 +478,7 @@ def run(
         report["gemm"] = gemm
     if any(BENCHMARKS[name].group == "step" for name in chosen):
         report["step_memory"] = step_memory()
+    report["goals"] = goals(report)
     return report
 
 
@@ -573,6 +574,77 @@ def _ratios(medians: dict[str, float]) -> dict[str, float]:
     return ratios
 
 
+# The performance goals (docs/performance.md), checked on each run's own numbers: the default layout's
+# step within 1.1x of channels-last's; both steps at least 1.2x faster than PyTorch's faster layout;
+# each conv layer's forward and VJP at least as fast as PyTorch's faster layout; each step's peak
+# memory at most jax.grad's in the same layout.
+STEP_LAYOUT_MAX = 1.1
+STEP_PYTORCH_MIN = 1.2
+CONV_PYTORCH_MIN = 1.0
+STEP_MEMORY_MAX = 1.0
+
+
+def goals(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Whether this run meets each performance goal, from its own medians: one entry per goal and benchmark.
+
+    Each entry holds ``goal`` (what is compared, as ``time a / time b`` or a
+    memory ratio), ``value`` (the ratio measured), ``bound`` and ``met``
+    (``value <= bound`` for ``"at most"``, ``>=`` for ``"at least"``).
+    PyTorch's best layout is the faster of its variants: the step's
+    channels-last and contiguous ones; for a conv layer, its ``pytorch`` time
+    in the layer's two rows when both ran (channels-last memory in one,
+    contiguous in the ``, NCHW`` row). A goal whose variants did not run (no
+    PyTorch, a subset of ``--ops``) is left out.
+    """
+    entries = []
+
+    def add(goal, value, relation, bound):
+        met = value <= bound if relation == "at most" else value >= bound
+        entries.append({"goal": goal, "value": value, "relation": relation, "bound": bound, "met": bool(met)})
+
+    results = report["results"]
+    for result in (r for r in results if r["group"] == "step"):
+        medians, name = result["median_ms"], result["name"]
+        ours = [v for v in ("convgrad step", "convgrad step (NCHW)") if v in medians]
+        if len(ours) == 2:
+            add(
+                f"{name}: convgrad step (NCHW) / convgrad step",
+                medians[ours[1]] / medians[ours[0]],
+                "at most",
+                STEP_LAYOUT_MAX,
+            )
+        theirs = {v: m for v, m in medians.items() if v.startswith("pytorch step")}
+        if theirs:
+            best = min(theirs, key=theirs.get)
+            for variant in ours:
+                add(f"{name}: {best} / {variant}", theirs[best] / medians[variant], "at least", STEP_PYTORCH_MIN)
+    layers: dict[str, list[dict[str, Any]]] = {}
+    for result in (r for r in results if r["name"].startswith("conv ")):
+        layers.setdefault(result["name"].removesuffix(", NCHW"), []).append(result)
+    for rows in layers.values():
+        for kind in ("fwd", "vjp"):
+            theirs = [r["median_ms"][f"pytorch {kind}"] for r in rows if f"pytorch {kind}" in r["median_ms"]]
+            if not theirs:
+                continue
+            for result in rows:
+                add(
+                    f"{result['name']}: best pytorch {kind} / convgrad {kind}",
+                    min(theirs) / result["median_ms"][f"convgrad {kind}"],
+                    "at least",
+                    CONV_PYTORCH_MIN,
+                )
+    memory = report.get("step_memory", {})
+    for ours, theirs in (("convgrad step", "jax.grad step (NHWC)"), ("convgrad step (NCHW)", "jax.grad step (NCHW)")):
+        if ours in memory and theirs in memory:
+            add(
+                f"peak memory: {ours} / {theirs}",
+                memory[ours]["peak_bytes"] / memory[theirs]["peak_bytes"],
+                "at most",
+                STEP_MEMORY_MAX,
+            )
+    return entries
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     info = {
@@ -628,6 +700,15 @@ def format_table(report: dict[str, Any]) -> str:
     for variant, stats in report.get("step_memory", {}).items():
         peak, temporaries = stats["peak_bytes"] / 2**20, stats["temp_bytes"] / 2**20
         lines.append(f"peak memory of {variant}: {peak:.1f} MiB (temporaries {temporaries:.1f} MiB)")
+    entries = report.get("goals", [])
+    if entries:
+        met = sum(entry["met"] for entry in entries)
+        lines.append(f"goals (docs/performance.md): {met} of {len(entries)} met in this run")
+        width = max(len(entry["goal"]) for entry in entries)
+        for entry in entries:
+            verdict = "met   " if entry["met"] else "MISSED"
+            bound = f"{entry['relation']} {entry['bound']:.2f}"
+            lines.append(f"  {verdict} {entry['goal']:{width}s} {entry['value']:6.2f}  ({bound})")
     return "\n".join(lines)
 
 

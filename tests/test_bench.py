@@ -124,3 +124,65 @@ def test_cli_bench_reports_gflops_against_the_gemm_peak(tmp_path, capsys):
     assert "GEMM peak" in out and "GFLOP/s" in out and "% of GEMM peak" in out
     assert cli.main(["bench", "--ops", "relu", "--rounds", "1", "--json", str(path), "--no-progress"]) == 0
     assert "gemm" not in json.loads(path.read_text())  # nothing counted, nothing to set against
+
+
+def _result(name, group, medians):
+    spread = dict.fromkeys(medians, 0.0)
+    return {
+        "name": name,
+        "group": group,
+        "description": "",
+        "median_ms": medians,
+        "spread": spread,
+        "ratios": {},
+        "same_program": [],
+    }
+
+
+def test_goals_are_judged_on_the_runs_own_medians_against_pytorchs_faster_layout():
+    """Hand-made medians: every goal's ratio worked out by hand, one met and one missed per kind of goal."""
+    step = {"convgrad step": 10.0, "convgrad step (NCHW)": 11.5}
+    step.update({"pytorch step (channels_last)": 13.0, "pytorch step (contiguous)": 20.0})
+    conv_nhwc = {"convgrad fwd": 1.5, "convgrad vjp": 7.0, "pytorch fwd": 2.0, "pytorch vjp": 6.0}
+    conv_nchw = {"convgrad fwd": 2.5, "convgrad vjp": 4.0, "pytorch fwd": 3.0, "pytorch vjp": 5.0}
+    report = {
+        "results": [
+            _result("step", "step", step),
+            _result("conv a", "op", conv_nhwc),
+            _result("conv a, NCHW", "op", conv_nchw),
+            _result("max_pool b", "op", {"convgrad fwd": 9.0, "pytorch fwd": 1.0}),  # not a conv: no goal
+        ],
+        "step_memory": {
+            "convgrad step": {"peak_bytes": 100, "temp_bytes": 0},
+            "jax.grad step (NHWC)": {"peak_bytes": 200, "temp_bytes": 0},
+            "convgrad step (NCHW)": {"peak_bytes": 300, "temp_bytes": 0},
+            "jax.grad step (NCHW)": {"peak_bytes": 200, "temp_bytes": 0},
+        },
+    }
+    judged = {entry["goal"]: (entry["value"], entry["met"]) for entry in bench.goals(report)}
+    assert judged == {
+        "step: convgrad step (NCHW) / convgrad step": (pytest.approx(1.15), False),  # > 1.1
+        "step: pytorch step (channels_last) / convgrad step": (pytest.approx(1.3), True),
+        "step: pytorch step (channels_last) / convgrad step (NCHW)": (pytest.approx(13 / 11.5), False),  # < 1.2
+        # PyTorch's faster layout per product: forward 2.0 (channels-last row), VJP 5.0 (NCHW row)
+        "conv a: best pytorch fwd / convgrad fwd": (pytest.approx(2 / 1.5), True),
+        "conv a, NCHW: best pytorch fwd / convgrad fwd": (pytest.approx(0.8), False),
+        "conv a: best pytorch vjp / convgrad vjp": (pytest.approx(5 / 7), False),
+        "conv a, NCHW: best pytorch vjp / convgrad vjp": (pytest.approx(1.25), True),
+        "peak memory: convgrad step / jax.grad step (NHWC)": (pytest.approx(0.5), True),
+        "peak memory: convgrad step (NCHW) / jax.grad step (NCHW)": (pytest.approx(1.5), False),
+    }
+    report["goals"] = bench.goals(report)
+    report["machine"] = {"processor": "cpu", "cpus": 2, "jax": jax.__version__}
+    table = bench.format_table(report)
+    assert "goals (docs/performance.md): 4 of 9 met in this run" in table
+    assert "MISSED conv a, NCHW: best pytorch fwd / convgrad fwd" in table
+
+
+def test_goals_without_pytorch_judge_the_layout_and_the_memory_only():
+    step = {"convgrad step": 10.0, "convgrad step (NCHW)": 10.5, "jax.grad step (NHWC)": 30.0}
+    conv = {"convgrad fwd": 1.0, "jax.grad fwd": 2.0}
+    report = {"results": [_result("step", "step", step), _result("conv a", "op", conv)]}
+    assert [(e["goal"], e["met"]) for e in bench.goals(report)] == [
+        ("step: convgrad step (NCHW) / convgrad step", True)
+    ]
