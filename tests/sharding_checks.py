@@ -252,9 +252,10 @@ def replicated_operands(mesh, out: dict) -> None:
     """Each op with a replicated operand, under ``shard_map`` with ``check_vma``: its gradient, and one device's.
 
     The first argument is split over ``data``, the others are the same on every device; the loss is
-    the ``psum`` of the devices' ``sum(sin(op(...)))``. For ``dropout``, ``x`` is the same on every
-    device and the key is each device's own (``fold_in`` of its index). On one device the same sum runs over the whole
-    batch (for ``mse``, whose ``target`` has one device's shape, over the 8 slices by ``vmap``).
+    the ``psum`` of the devices' ``sum(sin(op(...)))``. On one device the same sum runs over the whole
+    batch (for ``mse``, whose ``target`` has one device's shape, over the 8 slices by ``vmap``). For
+    ``dropout``, ``x`` is the same on every device and the key is each device's own (``fold_in`` of
+    its index); on one device, the sum of the 8 devices' terms.
     """
     import jax
     import jax.numpy as jnp
