@@ -80,12 +80,13 @@ def test_verify_workers_give_one_process_results():
 
 
 def test_verify_checks_a_cases_dtypes_together_and_compiles_its_instruments_once(monkeypatch):
-    """One process takes all of a case's dtypes: its three float64 instruments are compiled once for them.
+    """One process takes all of a case's dtypes: its float64 instruments are compiled once for them.
 
-    A ``relu`` case compiles 6 programs in its first dtype (the VJP under test, vmapped and its
-    grad-of-grad; the float64 reference VJP, its grad-of-grad, the finite differences' forward) and
-    the 3 under test in each further dtype: 12 for three dtypes, where releasing the programs after
-    each dtype compiled 18.
+    A ``relu`` case compiles 4 programs in its first dtype (under test: the VJP with its own VJP
+    in one program, and the VJP vmapped; the instruments: the float64 reference's VJP with its own
+    VJP, the finite differences' forward) and the 2 under test in each further dtype: 8 for three
+    dtypes, where releasing the programs after each dtype compiled 12 (and, before the two orders
+    shared a program, 12 and 18).
     """
     from jax._src import monitoring
 
@@ -113,7 +114,7 @@ def test_verify_checks_a_cases_dtypes_together_and_compiles_its_instruments_once
         monitoring.unregister_event_duration_listener(count)
     assert [(r.op, r.dtype) for r in results] == [(s.name, d) for s, _, d in triples]
     assert all(r.passed for r in results)
-    assert per_case == [12, 12]
+    assert per_case == [8, 8]
 
 
 def test_verify_releases_each_cases_programs():
@@ -122,7 +123,15 @@ def test_verify_releases_each_cases_programs():
     from convgrad.testing import vjp
 
     verify.run(verify.plan(["relu"], quick=True)[:1], progress=False, jobs=1)
-    cached = [verify._functions, vjp.jitted_vjp, vjp.vjp_program, vjp.reference_program, vjp._batched_program]
+    cached = [
+        verify._functions,
+        vjp.jitted_vjp,
+        vjp.vjp_program,
+        vjp.reference_program,
+        vjp.second_order_program,
+        vjp.reference_second_order_program,
+        vjp._batched_program,
+    ]
     assert [f.cache_info().currsize for f in cached] == [0] * len(cached)
 
 

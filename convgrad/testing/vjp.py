@@ -198,7 +198,10 @@ def check_vjp(
         raise ValueError("check_vjp: fn has no floating output to differentiate")
     cotangent = _random_cotangent(rng, out_shape) if cotangent is None else _placeholders(cotangent)
     options = _Options(rtol, atol, numerical, mode, directions)
-    record, _ = _check(problem, differentiated, carried, cotangent, rng, options, prefix="check_vjp")
+    # order 2: both orders' values come from one program of the VJP and its own VJP (the first
+    # order's with a zero second cotangent), which compiles in about the time of the second alone
+    runs = _first_order_runs(problem) if order == 2 else _Runs.of(problem)
+    record, _ = _check(problem, differentiated, carried, cotangent, rng, options, runs, prefix="check_vjp")
 
     if check_batched:
         problems = [(differentiated, carried, cotangent)]
@@ -208,7 +211,7 @@ def check_vjp(
             for extra in batch_args:
                 extra_differentiated, extra_carried = layout.split(tuple(extra))
                 problems.append((extra_differentiated, extra_carried, _random_cotangent(rng, out_shape)))
-        record = dataclasses.replace(record, batched_error=_batched_check(problem, problems, options))
+        record = dataclasses.replace(record, batched_error=_batched_check(problem, problems, options, runs.run))
 
     if order == 2:
         second = _second_order_problem(problem)
@@ -220,6 +223,7 @@ def check_vjp(
             _random_cotangent(rng, gradient_shape),
             rng,
             dataclasses.replace(options, numerical=options.numerical and second_order_numerical),
+            _second_order_runs(problem),
             prefix="check_vjp, order 2 (the VJP of x -> vjp(ct))",
         )
         record = dataclasses.replace(record, second_order=second_record)
@@ -227,7 +231,7 @@ def check_vjp(
 
 
 @functools.lru_cache(maxsize=512)
-def jitted_vjp(fn: Callable[..., Any], argnums: tuple[int, ...]) -> Callable[..., Any]:
+def jitted_vjp(fn: Callable[..., Any], argnums: tuple[int, ...], *, second_order: bool = False) -> Callable[..., Any]:
     """``run(args, cotangent) -> (outputs, grads)``: ``jax.vjp`` of ``fn`` w.r.t. ``argnums``, jit-compiled.
 
     ``grads`` holds one gradient pytree per argument of ``argnums``. Array
@@ -235,13 +239,18 @@ def jitted_vjp(fn: Callable[..., Any], argnums: tuple[int, ...]) -> Callable[...
     ``cotangent`` (for index outputs) are replaced by ``float0`` zeros inside
     the program. Cached per ``(fn, argnums)`` and argument structure, so
     repeated checks of one function share compilations (with :func:`check_vjp`'s too).
+    ``second_order=True`` runs the program :func:`check_vjp` compiles for
+    ``order=2`` (:func:`second_order_program`, with a zero second cotangent):
+    the same values, and no compilation after such a check at these shapes.
     """
 
     def call(args, cotangent):
         args = tuple(args)
         layout = layout_of(fn, args, argnums)
         differentiated, carried = layout.split(args)
-        outputs, grads = vjp_program(flat_function(fn, layout))(differentiated, carried, _placeholders(cotangent))
+        flat = flat_function(fn, layout)
+        program = _through_second_order(second_order_program(flat)) if second_order else vjp_program(flat)
+        outputs, grads = program(differentiated, carried, _placeholders(cotangent))
         return outputs, layout.gradients_by_argument(grads, argnums, args)
 
     return call
@@ -259,6 +268,26 @@ def reference_program(flat: finite_differences.Flat) -> Callable[..., Any]:
     return instrument_jit(_vjp(flat))
 
 
+@functools.lru_cache(maxsize=1024)
+def second_order_program(flat: finite_differences.Flat) -> Callable[..., Any]:
+    """``run(differentiated, carried, cotangent, second_cotangent) -> (outputs, grads, second_grads)``, jit-compiled.
+
+    The VJP and the VJP's own VJP in one program: ``second_grads`` is the VJP of
+    ``x -> grads`` (the map :func:`check_vjp` checks at ``order=2``) for
+    ``second_cotangent``, one per leaf like ``grads``. The forward and the VJP
+    are traced once and feed both, so it compiles in about the time of the
+    second-order program alone, a third to two fifths less than the two apart
+    (docs/performance.md, "What convgrad verify and the tests cost").
+    """
+    return jax.jit(_vjp_of_vjp(flat))
+
+
+@functools.lru_cache(maxsize=1024)
+def reference_second_order_program(flat: finite_differences.Flat) -> Callable[..., Any]:
+    """:func:`second_order_program` of a reference: an instrument (:func:`~convgrad.testing.arrays.instrument_jit`)."""
+    return instrument_jit(_vjp_of_vjp(flat))
+
+
 def clear_caches() -> None:
     """Drop the compiled programs the checks hold (after monkeypatching an op, say)."""
     from convgrad.testing import arrays, layout
@@ -267,6 +296,8 @@ def clear_caches() -> None:
         jitted_vjp,
         vjp_program,
         reference_program,
+        second_order_program,
+        reference_second_order_program,
         _batched_program,
         _rows_program,
         _second_order_function,
@@ -309,18 +340,71 @@ class _Options:
         )
 
 
-def _check(problem, differentiated, carried, cotangent, rng, options, *, prefix) -> tuple[VJPCheck, tuple]:
-    """The reference and finite-difference checks of one function; returns the record and the VJP."""
-    outputs, grads = vjp_program(problem.fn)(differentiated, carried, _placeholders(cotangent))
+@dataclasses.dataclass(frozen=True)
+class _Runs:
+    """The programs one order's checks call, for ``fn`` and for its reference.
+
+    Each is ``run(differentiated, carried, cotangent) -> (outputs, grads)``.
+    """
+
+    run: Callable[..., Any]
+    reference: Callable[..., Any] | None
+
+    @classmethod
+    def of(cls, problem: _Problem) -> _Runs:
+        """The first order's VJP programs alone (:func:`vjp_program`, :func:`reference_program`)."""
+        return cls(vjp_program(problem.fn), None if problem.reference is None else reference_program(problem.reference))
+
+
+def _first_order_runs(problem: _Problem) -> _Runs:
+    """The first order from the programs of both orders (:func:`second_order_program`), with a zero second cotangent."""
+    return _Runs(
+        _through_second_order(second_order_program(problem.fn)),
+        None if problem.reference is None else _through_second_order(reference_second_order_program(problem.reference)),
+    )
+
+
+def _second_order_runs(problem: _Problem) -> _Runs:
+    """The second order (the VJP of ``x -> vjp(ct)``, carried ``(carried, ct)``) from the programs of both orders."""
+
+    def through(program):
+        def run(differentiated, carried_and_cotangent, second_cotangent):
+            carried, cotangent = carried_and_cotangent
+            _, grads, second_grads = program(differentiated, carried, cotangent, second_cotangent)
+            return grads, second_grads
+
+        return run
+
+    return _Runs(
+        through(second_order_program(problem.fn)),
+        None if problem.reference is None else through(reference_second_order_program(problem.reference)),
+    )
+
+
+def _through_second_order(program):
+    """``run(differentiated, carried, cotangent) -> (outputs, grads)`` from a program of both orders.
+
+    The second cotangent is zero: its value does not reach ``outputs`` or ``grads``.
+    """
+
+    def run(differentiated, carried, cotangent):
+        zeros = tuple(np.zeros(leaf.shape, leaf.dtype) for leaf in differentiated)
+        outputs, grads, _ = program(differentiated, carried, cotangent, zeros)
+        return outputs, grads
+
+    return run
+
+
+def _check(problem, differentiated, carried, cotangent, rng, options, runs, *, prefix) -> tuple[VJPCheck, tuple]:
+    """The reference and finite-difference checks of one function, run by ``runs``; returns the record and the VJP."""
+    outputs, grads = runs.run(differentiated, carried, _placeholders(cotangent))
     x64 = float64_available()
     forward_error = None
     reference_errors: list[float | None] = [None] * len(differentiated)
     if problem.reference is not None:
         with jax.enable_x64(x64):
             inputs = _in_reference_precision(x64, (differentiated, carried, cotangent))
-            reference_outputs, reference_grads = reference_program(problem.reference)(
-                inputs[0], inputs[1], _placeholders(inputs[2])
-            )
+            reference_outputs, reference_grads = runs.reference(inputs[0], inputs[1], _placeholders(inputs[2]))
             forward_error = assert_close(
                 outputs,
                 reference_outputs,
@@ -638,13 +722,13 @@ def _rows_program(flat):
 # ---------------------------------------------------------------------------- vmap and second order
 
 
-def _batched_check(problem, problems, options) -> float:
-    """The VJP under ``jax.vmap`` over the stacked problems vs the VJP of each problem alone."""
+def _batched_check(problem, problems, options, run) -> float:
+    """The VJP under ``jax.vmap`` over the stacked problems vs the VJP of each problem alone (by ``run``)."""
     stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *[_with_placeholders(p) for p in problems])
     batched_outputs, batched_grads = jax.tree.map(np.asarray, _batched_program(problem.fn)(*stacked))
     errors = []
     for b, (differentiated, carried, cotangent) in enumerate(problems):
-        outputs, grads = vjp_program(problem.fn)(differentiated, carried, _placeholders(cotangent))
+        outputs, grads = run(differentiated, carried, _placeholders(cotangent))
         errors.append(
             assert_close(
                 jax.tree.map(lambda y, b=b: y[b], batched_outputs),
@@ -705,6 +789,25 @@ def _vjp(flat):
             lambda c, y: c.astype(y.dtype) if is_float(y) else np.zeros(y.shape, jax.dtypes.float0), cotangent, outputs
         )
         return outputs, pullback(cotangent)
+
+    return run
+
+
+def _vjp_of_vjp(flat):
+    """``run(differentiated, carried, cotangent, second_cotangent) -> (outputs, grads, second_grads)``.
+
+    ``second_grads`` is the VJP of ``x -> grads`` (``grads`` as :func:`_vjp`'s) for ``second_cotangent``.
+    """
+    pullback = _vjp(flat)
+
+    def run(differentiated, carried, cotangent, second_cotangent):
+        def gradient(*d):
+            outputs, grads = pullback(d, carried, cotangent)
+            return grads, outputs
+
+        grads, second_pullback, outputs = jax.vjp(gradient, *differentiated, has_aux=True)
+        second_cotangent = tuple(c.astype(g.dtype) for c, g in zip(second_cotangent, grads))
+        return outputs, grads, second_pullback(second_cotangent)
 
     return run
 
