@@ -241,7 +241,8 @@ def jitted_vjp(fn: Callable[..., Any], argnums: tuple[int, ...], *, second_order
     repeated checks of one function share compilations (with :func:`check_vjp`'s too).
     ``second_order=True`` runs the program :func:`check_vjp` compiles for
     ``order=2`` (:func:`second_order_program`, with a zero second cotangent):
-    the same values, and no compilation after such a check at these shapes.
+    the same values up to XLA's fusion choices (bitwise in the cases measured), and no
+    compilation after such a check at these shapes.
     """
 
     def call(args, cotangent):
