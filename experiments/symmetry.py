@@ -6,7 +6,8 @@ trained with plain SGD (``theta <- theta - lr * dL/dtheta``) from three starts:
 (a) ``symmetric``: every hidden unit gets the SAME small random incoming weights
     (one vector copied into every column of ``W1``) and the same outgoing
     weights (one row copied into every row of ``W2``). Units that compute the
-    same thing receive the same gradient, so they stay identical forever: the
+    same thing receive the same gradient, so they stay identical forever (in float32,
+    up to rounding: XLA:CPU need not round every row of one product alike): the
     network has one feature, repeated H times. It is exactly a one-unit network:
     with ``W2 -> H W2`` and learning rates ``lr / H`` for ``(W1, b1)`` and
     ``lr H`` for ``W2``, SGD on one unit follows the same function step by step

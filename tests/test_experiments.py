@@ -54,10 +54,17 @@ def test_symmetry_facts(tmp_path):
     results = run_quick(symmetry, tmp_path, "symmetry_curves", "symmetry_weights")
     cases = results["cases"]
     assert len(cases["symmetric"]["history"]) > 3
-    # (a) identical units stay exactly identical, incoming and outgoing, at every logged step.
+    # (a) identical units stay identical, incoming and outgoing, at every logged step: exactly in
+    # exact arithmetic, in float32 up to rounding, since XLA:CPU need not round the rows of one
+    # product alike (the 8-unit run's dW2 on the 2-core AMD machine: rows 2 ulps apart). Allowed:
+    # 64 float32 ulps of the layer's norm, 10^4 below the random start's spread.
+    allowance = 64 * np.finfo(np.float32).eps
     for case in ("symmetric", "zero_sigmoid"):
         for record in cases[case]["history"]:
-            assert record["unit_difference"] == 0.0 and record["outgoing_unit_difference"] == 0.0
+            assert record["unit_difference"] <= allowance * (record["norm_w1"] + record["norm_b1"]), record
+            assert record["outgoing_unit_difference"] <= allowance * record["norm_w2"], record
+    random_end = cases["random"]["history"][-1]
+    assert random_end["unit_difference"] > 1e3 * allowance * random_end["norm_w1"]
     assert cases["symmetric"]["first_layer_rank"] == 1
     # (b) from all zeros only the output biases move.
     for record in cases["zero"]["history"]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from convgrad import cli, parallel, testing, train
-from convgrad.models import KITS, MODELS, RESNET_RECIPE, Model, loss_fn, make_cnn, make_resnet
+from convgrad.models import KITS, MODELS, Model, loss_fn, make_cnn
 from convgrad.ops import conv_formulations
 
 
@@ -241,28 +241,27 @@ def _twenty_steps(name, optimizer):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_twenty_steps_agree(name, monkeypatch):
-    """A short run on each gradient path ends with parameters equal to ~1e-4 relative (float32, 20 Adam steps).
+    """A short run on each gradient path ends with parameters equal to ~1e-4 relative (float32, 20 SGD steps).
 
     convgrad's convolutions are the textbook ones here (lax convolutions for the
     forward and both gradients), so the runs differ only in the hand-derived VJPs.
     The default CPU formulations (im2col, Winograd) round differently from lax's
-    convolutions, forward included, and Adam, which divides each gradient element by
-    its running RMS, grows that on near-zero gradient elements: 2.8e-3 relative on
-    the worst array after 20 steps (README, "Train"). Their gradients are checked
+    convolutions, forward included (README, "Train"). Their gradients are checked
     against float64 references by the registry (test_registry.py).
 
-    The resnet runs without its recipe's label smoothing here. Measured (on the
-    synthetic batch, textbook convolutions): one step's float32 gradients of both
-    kits are within 2.5e-6 (relative to each array's largest element) of the float64
-    gradient, with smoothing or without; but over 20 Adam steps the smoothed loss
-    grows that rounding to 8.9e-3 on the batch norms' offsets (6.5e-5 without), a
-    trajectory effect of Adam's per-element normalization, not a gradient error
-    (test_custom_and_autodiff_gradients_agree compares the smoothed gradients).
+    SGD with momentum, not Adam: Adam divides each gradient element by its running
+    RMS, which grows float32 rounding on near-zero gradient elements by an amount
+    that depends on how XLA compiled the step. Measured on the 2-core AMD machine
+    (docs/performance.md), the worst array's relative difference after 20 steps,
+    cnn / resnet: SGD 1.2e-7 / 9.5e-8 with XLA's defaults and 8.2e-8 / 6.0e-8 with
+    the suite's flags (tests/compile_flags.py); Adam 1.1e-4 / 7.4e-4 with XLA's
+    defaults and 1.1e-4 / 2.9e-2 with the suite's flags (the resnet without its
+    label smoothing; on its batch norms' offsets), a trajectory effect of Adam's
+    normalization, not a gradient error (test_custom_and_autodiff_gradients_agree
+    compares one step's gradients).
     """
     monkeypatch.setitem(conv_formulations.FORMULATIONS, "auto", conv_formulations.FORMULATIONS["textbook"])
-    if name == "resnet":
-        monkeypatch.setitem(MODELS, "resnet", make_resnet("NHWC", **{**RESNET_RECIPE, "label_smoothing": 0.0}))
-    custom, autodiff = _twenty_steps(name, "adam")
+    custom, autodiff = _twenty_steps(name, "sgd")
     for got, want in zip(jax.tree.leaves(custom), jax.tree.leaves(autodiff), strict=True):
         testing.assert_close(got, np.asarray(want, np.float64), rtol=1e-4, atol=1e-6, what=f"{name} after 20 steps")
 
