@@ -198,3 +198,20 @@ def test_docstring_examples_run(module):
     with jax.enable_x64(False):  # the examples show the default float32
         failures, attempted = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert attempted > 0 and failures == 0
+
+
+def test_instruments_compile_without_a_compiler_option_this_xla_does_not_know(monkeypatch):
+    """XLA rejects an unknown compile option (``No such compile option``); the instruments drop it instead."""
+    from convgrad.testing import arrays
+
+    monkeypatch.setitem(arrays.INSTRUMENT_COMPILER_OPTIONS, "xla_cpu_no_such_option", True)
+    arrays._known_instrument_options.cache_clear()
+    try:
+        known = arrays._known_instrument_options()
+        assert "xla_cpu_no_such_option" not in known
+        if jax.default_backend() == "cpu":
+            assert known.get("xla_backend_optimization_level") == 0
+        assert float(arrays.instrument_jit(lambda x: 2 * x)(np.float32(1.5))) == 3.0
+    finally:
+        monkeypatch.undo()
+        arrays._known_instrument_options.cache_clear()
