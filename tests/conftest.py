@@ -10,16 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# Compile tests' many small programs with XLA's backend optimizations off: about 40% less
-# test time (compilation dominates it). This changes LLVM code generation only (XLA:CPU's
-# fast-math stays off), and no tolerance depends on it; `convgrad verify` runs with XLA's
-# defaults. One bug (wrong max-pool switches after a fused im2col convolution) showed only
-# with the defaults, so its regression test in test_pooling.py runs in a fresh process with
-# them. CONVGRAD_TEST_XLA_DEFAULTS=1 keeps the defaults here too.
+from tests.compile_flags import suite_xla_flags
+
+# Compile tests' many small programs fast: XLA's backend optimizations off and its older loop
+# emitters (tests/compile_flags.py). One bug (wrong max-pool switches after a fused im2col
+# convolution) showed only with XLA's defaults, so its regression test in test_pooling.py runs
+# in a fresh process with them. CONVGRAD_TEST_XLA_DEFAULTS=1 keeps the defaults here too.
 if not os.environ.get("CONVGRAD_TEST_XLA_DEFAULTS"):
-    _flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_backend_optimization_level" not in _flags:
-        os.environ["XLA_FLAGS"] = f"{_flags} --xla_backend_optimization_level=0".strip()
+    os.environ["XLA_FLAGS"] = suite_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 import jax  # imported after XLA_FLAGS is set
 import pytest

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.checker_detection import INDEX, check, detects
+from tests.compile_flags import with_xla_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- detection table"
@@ -46,8 +47,7 @@ JACOBIAN_CHECKED = [("float32", "jacobian", "median"), ("bfloat16", "jacobian", 
 
 def _in_a_process_with_default_flags(*queries: tuple[str, str, str, float]) -> list[str | None]:
     """``failure(...)`` of each ``(dtype, mode, element, error)``, computed with XLA's default flags."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    env = with_xla_defaults(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     arguments = [":".join(map(str, query)) for query in queries]
     done = subprocess.run(

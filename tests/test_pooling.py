@@ -34,6 +34,7 @@ from convgrad.ops.geometry import PoolGeometry
 from convgrad.registry import OPS
 from convgrad.testing.strategies import HypothesisDraw
 from convgrad.verify import verify_case
+from tests.compile_flags import with_xla_defaults
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -962,8 +963,7 @@ def test_switches_hold_the_maximum_when_the_input_is_a_fused_expression(channel_
     25,088 windows, in either layout), which no test on stored
     inputs could see. In a fresh process with XLA's default flags.
     """
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    env = with_xla_defaults(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
         [sys.executable, "-c", _FUSED_PRODUCER, str(channel_axis)],
@@ -1009,8 +1009,7 @@ def test_overlapping_max_pool_vjp_costs_a_few_forwards():
     maximum into the backward's reads and the VJP takes 18x to 23x the forward. The
     bound sits 3x from both.
     """
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace("--xla_backend_optimization_level=0", "")
+    env = with_xla_defaults(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
     done = subprocess.run(
         [sys.executable, "-c", _OVERLAPPING_VJP_COST], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
