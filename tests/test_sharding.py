@@ -35,7 +35,7 @@ SCRIPT = str(ROOT / "tests" / "sharding_checks.py")
 
 def _environment(devices: int) -> dict[str, str]:
     env = dict(os.environ)
-    # the suite's own XLA_FLAGS (tests/conftest.py: backend optimizations off), plus the device count
+    # the suite's own XLA_FLAGS (tests/compile_flags.py), plus the device count
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
