@@ -2,7 +2,8 @@
 
 The suite compiles its many small programs with XLA:CPU's backend (LLVM) optimizations off
 and with its older loop emitters in place of the fusion emitters: compilation is most of
-the suite's time, and these flags cut it by about two thirds (docs/performance.md). They
+the suite's time, and the loop emitters cut it (30 registry cases: 23.7 s of XLA compile at
+``-O0`` alone, 7.2 s with them; pytest on a fresh clone 908 s -> 530 s; docs/performance.md). They
 change code generation only (XLA:CPU's fast-math stays off), and no tolerance depends on
 them. ``CONVGRAD_TEST_XLA_DEFAULTS=1`` keeps XLA's defaults; tests of behaviour seen only
 with the defaults run in a fresh process with :func:`with_xla_defaults`.
