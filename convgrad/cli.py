@@ -154,7 +154,9 @@ def _verify(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             platform=args.device,
             compilation_cache=args.compilation_cache,
+            xla_defaults=args.xla_defaults,
         )
+        options = verify.compiler_options(args.xla_defaults)  # after run: its probes go to the compilation cache
     rows = verify.summarize(results)
     print(f"convgrad verify on {device} (jax {jax.__version__}): max relative error per check")
     print(verify.format_table(rows))
@@ -171,6 +173,8 @@ def _verify(args: argparse.Namespace) -> int:
             "quick": args.quick,
             "seed": args.seed,
             "devices": args.devices,
+            "xla_defaults": args.xla_defaults,
+            "compiler_options": options,
             "passed": not failures,
             "summary": rows,
             "cases": [vars(r) | {"passed": r.passed} for r in results],
@@ -375,6 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep every compiled program in JAX's persistent compilation cache here: a rerun loads them "
         "instead of compiling (verify --quick: 43 s, then 10 s); a cache is trusted code, keep it private",
+    )
+    verify.add_argument(
+        "--xla-defaults",
+        action="store_true",
+        help="compile the programs under test with XLA's default options (about twice the time); by default they "
+        "compile on CPU like the instruments, with XLA's backend optimizations off and its loop emitters",
     )
     verify.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
     verify.add_argument("--seed", type=int, default=0)

@@ -66,29 +66,54 @@ class CaseResult:
 
 
 def verify_case(
-    spec: OpSpec, case: Case, dtype: Any, *, seed: int = 0, transforms: bool = True, mesh: Mesh | None = None
+    spec: OpSpec,
+    case: Case,
+    dtype: Any,
+    *,
+    seed: int = 0,
+    transforms: bool = True,
+    mesh: Mesh | None = None,
+    xla_defaults: bool = False,
 ) -> CaseResult:
     """All checks of one op on one case in one dtype (and the sharded check over ``mesh``, if given).
 
-    Raises nothing; failures land in ``failure``.
+    The programs under test compile with :func:`compiler_options` (``xla_defaults``:
+    with XLA's defaults). Raises nothing; failures land in ``failure``.
     """
     result = CaseResult(spec.name, str(case), jnp.dtype(dtype).name)
     try:
         with jax.enable_x64(True):  # float64 cases and references need it; other dtypes are explicit
-            _run_checks(spec, case, dtype, seed, transforms, mesh, result)
+            _run_checks(spec, case, dtype, seed, transforms, mesh, compiler_options(xla_defaults), result)
     except AssertionError as error:
         result.failure = str(error)
     return result
 
 
-def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
+def compiler_options(xla_defaults: bool = False) -> dict[str, Any]:
+    """The XLA compile options of verify's programs under test: ``{}`` (XLA's) with ``xla_defaults``.
+
+    Otherwise the instruments' (:func:`convgrad.testing.fast_compile_options`) on CPU:
+    XLA:CPU's backend optimizations off and its loop emitters. They change how XLA
+    generates code, not the operations (fast-math stays off); a full ``convgrad verify``
+    takes less than half the time, and its errors move by rounding only (measured in
+    docs/performance.md, "What convgrad verify and the tests cost"). Elsewhere, ``{}``.
+    """
+    return {} if xla_defaults else testing.fast_compile_options(_platform())
+
+
+def _platform() -> str:
+    """The platform the checks run on: that of JAX's default device (``jax.default_device`` honoured)."""
+    return next(iter(jax.device_put(np.float32(0)).devices())).platform
+
+
+def _run_checks(spec, case, dtype, seed, transforms, mesh, options, result):
     rng = np.random.default_rng(seed)
     args = tuple(None if a is None else testing.on_device(a) for a in spec.inputs(rng, case, dtype))
     argnums = tuple(i for i in spec.argnums if args[i] is not None)
     linear = tuple(i for i in spec.linear_argnums if i in argnums)
     fn, reference = _functions(spec, case)
     # with the transforms, the loop and adjoint checks run the program check_vjp(order=2) compiles
-    vjp = testing.jitted_vjp(fn, argnums, second_order=transforms)
+    vjp = testing.jitted_vjp(fn, argnums, second_order=transforms, compiler_options=options)
 
     y = jax.eval_shape(fn, *args)
     ct = testing.on_device(rng.standard_normal(y.shape).astype(y.dtype))
@@ -108,6 +133,7 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
         batch_args=[second],
         order=2 if transforms else 1,
         second_order_numerical=False,  # grad-of-grad vs the reference's only, as before: one compile less per case
+        compiler_options=options,
     )
     result.autodiff, result.numerical = check.max_reference_error, check.max_numerical_error
     if transforms:
@@ -144,7 +170,7 @@ def _run_checks(spec, case, dtype, seed, transforms, mesh, result):
     result.adjoint = max(adjoint_errors) if adjoint_errors else None
 
     if mesh is not None:
-        result.sharded, result.sharded_over = _sharded_check(fn, args, argnums, ct, y, grads, mesh)
+        result.sharded, result.sharded_over = _sharded_check(fn, args, argnums, ct, y, grads, mesh, options)
 
 
 def split_mesh(mesh: Mesh, leading: int) -> Mesh:
@@ -162,7 +188,7 @@ def split_mesh(mesh: Mesh, leading: int) -> Mesh:
     return Mesh(mesh.devices.flat[:k], (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
-def _sharded_check(fn, args, argnums, ct, y, grads, mesh) -> tuple[float, int]:
+def _sharded_check(fn, args, argnums, ct, y, grads, mesh, options) -> tuple[float, int]:
     """The jit-compiled VJP with the leading axis of each argument and of the cotangent split over a :func:`split_mesh`.
 
     The mesh is sized by the first argument (the activation: ``x``, ``logits``,
@@ -180,7 +206,7 @@ def _sharded_check(fn, args, argnums, ct, y, grads, mesh) -> tuple[float, int]:
         return jax.device_put(a, NamedSharding(mesh, PartitionSpec(DATA_AXIS) if split else PartitionSpec()))
 
     placed = [None if a is None else place(a) for a in (*args, ct)]
-    sharded_y, sharded_grads = testing.jitted_vjp(fn, argnums)(tuple(placed[:-1]), placed[-1])
+    sharded_y, sharded_grads = testing.jitted_vjp(fn, argnums, compiler_options=options)(tuple(placed[:-1]), placed[-1])
     errors = [testing.assert_close(sharded_y, np.asarray(y), what=f"sharded over {k} devices: forward value")]
     for position, i in enumerate(argnums):
         errors.append(
@@ -252,6 +278,7 @@ def run(
     jobs: int | None = 1,
     platform: str | None = None,
     compilation_cache: str | os.PathLike | None = None,
+    xla_defaults: bool = False,
 ) -> list[CaseResult]:
     """Check every triple (jit-compiled, with the vmap and grad-of-grad checks, sharded over ``mesh`` if given).
 
@@ -265,8 +292,10 @@ def run(
     first device of ``platform`` (default: JAX's default), over a mesh like
     ``mesh`` of its own. ``compilation_cache``: a directory for JAX's
     persistent compilation cache (:func:`use_compilation_cache`), in this
-    process and the workers. Raises ``ValueError`` for ``jobs`` < 1 or a triple
-    whose spec is not the registry's (a worker could not find it).
+    process and the workers. ``xla_defaults``: compile the programs under test
+    with XLA's defaults, not :func:`compiler_options`' (about twice the time).
+    Raises ``ValueError`` for ``jobs`` < 1 or a triple whose spec is not the
+    registry's (a worker could not find it).
     """
     triples = list(triples)
     jobs = default_jobs(len(triples), platform) if jobs is None else jobs
@@ -281,7 +310,7 @@ def run(
             for indices in _case_groups(triples):
                 spec, case, _ = triples[indices[0]]
                 dtypes = [triples[i][2] for i in indices]
-                for index, result in zip(indices, _check_and_release(spec, case, dtypes, seed, mesh)):
+                for index, result in zip(indices, _check_and_release(spec, case, dtypes, seed, mesh, xla_defaults)):
                     results[index] = result
                     bar.update(1, note=f"{result.op} {result.dtype}")
         else:
@@ -294,7 +323,8 @@ def run(
                 for indices in _case_groups(triples)
             ]
             context = multiprocessing.get_context("spawn")  # JAX's threads do not survive fork
-            initargs = (seed, platform, devices, None if compilation_cache is None else os.fspath(compilation_cache))
+            cache = None if compilation_cache is None else os.fspath(compilation_cache)
+            initargs = (seed, platform, devices, cache, xla_defaults)
             with context.Pool(jobs, initializer=_start_worker, initargs=initargs) as pool:
                 for indices, group in pool.imap_unordered(_worker_case, work):
                     for index, result in zip(indices, group):
@@ -356,8 +386,8 @@ def _case_groups(triples) -> list[list[int]]:
     return groups
 
 
-def _check_and_release(spec, case, dtypes, seed, mesh) -> list[CaseResult]:
-    results = [verify_case(spec, case, dtype, seed=seed, mesh=mesh) for dtype in dtypes]
+def _check_and_release(spec, case, dtypes, seed, mesh, xla_defaults) -> list[CaseResult]:
+    results = [verify_case(spec, case, dtype, seed=seed, mesh=mesh, xla_defaults=xla_defaults) for dtype in dtypes]
     # The next case's programs (its shapes) are not these. Each compiled program keeps its
     # machine code mapped: about 660 mappings per (case, dtype), so a full run that kept
     # them ran into the process's limit (vm.max_map_count, 65530 here: "LLVM compilation
@@ -369,7 +399,9 @@ def _check_and_release(spec, case, dtypes, seed, mesh) -> list[CaseResult]:
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(seed: int, platform: str | None, devices: tuple[int, str] | None, cache: str | None) -> None:
+def _start_worker(
+    seed: int, platform: str | None, devices: tuple[int, str] | None, cache: str | None, xla_defaults: bool
+) -> None:
     """A worker's set-up: its default device, its own mesh like the parent's, the compilation cache."""
     from convgrad import parallel
 
@@ -378,12 +410,14 @@ def _start_worker(seed: int, platform: str | None, devices: tuple[int, str] | No
     if platform is not None:
         jax.config.update("jax_default_device", jax.devices(platform)[0])
     mesh = None if devices is None else parallel.data_mesh(devices[0], platform=devices[1])
-    _worker.update(seed=seed, mesh=mesh)
+    _worker.update(seed=seed, mesh=mesh, xla_defaults=xla_defaults)
 
 
 def _worker_case(work) -> tuple[list[int], list[CaseResult]]:
     indices, name, case, dtypes = work
-    return indices, _check_and_release(OPS[name], case, dtypes, _worker["seed"], _worker["mesh"])
+    return indices, _check_and_release(
+        OPS[name], case, dtypes, _worker["seed"], _worker["mesh"], _worker["xla_defaults"]
+    )
 
 
 COLUMNS = ("autodiff", "numerical", "loop", "adjoint", "vmap", "grad_of_grad", "sharded")

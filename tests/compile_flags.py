@@ -15,6 +15,8 @@ import os
 import subprocess
 import sys
 
+# CONVGRAD_TEST_XLA_DEFAULTS=1: XLA's defaults for the whole suite, verify_case's programs under test too.
+XLA_DEFAULTS = bool(os.environ.get("CONVGRAD_TEST_XLA_DEFAULTS"))
 SUITE_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
 

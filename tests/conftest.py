@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from tests.compile_flags import suite_xla_flags
+from tests.compile_flags import XLA_DEFAULTS, suite_xla_flags
 
 # Compile tests' many small programs fast: XLA's backend optimizations off and its older loop
 # emitters (tests/compile_flags.py). One bug (wrong max-pool switches after a fused im2col
 # convolution) showed only with XLA's defaults, so its regression test in test_pooling.py runs
 # in a fresh process with them. CONVGRAD_TEST_XLA_DEFAULTS=1 keeps the defaults here too.
-if not os.environ.get("CONVGRAD_TEST_XLA_DEFAULTS"):
+if not XLA_DEFAULTS:
     os.environ["XLA_FLAGS"] = suite_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 import jax  # imported after XLA_FLAGS is set

@@ -117,6 +117,19 @@ def test_verify_checks_a_cases_dtypes_together_and_compiles_its_instruments_once
     assert per_case == [8, 8]
 
 
+def test_verify_compiles_the_programs_under_test_like_the_instruments_unless_xla_defaults():
+    """``verify.compiler_options``: the instruments' options on CPU, ``{}`` with ``--xla-defaults``; both pass."""
+    from convgrad import testing, verify
+
+    assert verify.compiler_options(xla_defaults=True) == {}
+    assert verify.compiler_options() == testing.fast_compile_options(jax.default_backend())
+    if jax.default_backend() == "cpu":
+        assert verify.compiler_options()["xla_cpu_use_fusion_emitters"] is False
+    triples = verify.plan(["conv"], quick=True)[:1]
+    for xla_defaults in (False, True):
+        assert all(r.passed for r in verify.run(triples, progress=False, jobs=1, xla_defaults=xla_defaults))
+
+
 def test_verify_releases_each_cases_programs():
     """After each case its compiled programs are dropped (kept, a full run ran out of memory maps)."""
     from convgrad import verify
@@ -125,7 +138,7 @@ def test_verify_releases_each_cases_programs():
     verify.run(verify.plan(["relu"], quick=True)[:1], progress=False, jobs=1)
     cached = [
         verify._functions,
-        vjp.jitted_vjp,
+        vjp._jitted_vjp,
         vjp.vjp_program,
         vjp.reference_program,
         vjp.second_order_program,

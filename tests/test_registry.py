@@ -12,6 +12,7 @@ import convgrad
 from convgrad.registry import OPS
 from convgrad.testing.strategies import HypothesisDraw
 from convgrad.verify import verify_case
+from tests.compile_flags import XLA_DEFAULTS
 
 # `convgrad verify` runs every case in float32 and float64. Here the quick profile runs each case in
 # one of the two, alternating along an op's cases (so every op meets both, and every case its
@@ -29,7 +30,9 @@ GRID = [
 def test_grid_case(name, index, dtype):
     """Four-way check plus vmap and grad-of-grad on each default case (the transforms once per case)."""
     spec = OPS[name]
-    result = verify_case(spec, spec.cases[index], dtype, transforms=dtype == "float32" or not THOROUGH)
+    result = verify_case(
+        spec, spec.cases[index], dtype, transforms=dtype == "float32" or not THOROUGH, xla_defaults=XLA_DEFAULTS
+    )
     assert result.passed, result.failure
 
 
@@ -43,7 +46,7 @@ def test_low_precision(name, index, dtype):
     spec = OPS[name]
     if dtype not in spec.dtypes:
         pytest.skip(f"{name} does not support {dtype}")
-    result = verify_case(spec, spec.cases[index], dtype, transforms=False)
+    result = verify_case(spec, spec.cases[index], dtype, transforms=False, xla_defaults=XLA_DEFAULTS)
     assert result.passed, result.failure
 
 
@@ -54,7 +57,7 @@ def test_random_case(name, data):
     spec = OPS[name]
     case = spec.sample(HypothesisDraw(data))
     dtype = data.draw(st.sampled_from(["float32", "float64"]))
-    result = verify_case(spec, case, dtype, transforms=False)
+    result = verify_case(spec, case, dtype, transforms=False, xla_defaults=XLA_DEFAULTS)
     assert result.passed, f"{case}: {result.failure}"
 
 

@@ -204,14 +204,28 @@ def test_instruments_compile_without_a_compiler_option_this_xla_does_not_know(mo
     """XLA rejects an unknown compile option (``No such compile option``); the instruments drop it instead."""
     from convgrad.testing import arrays
 
-    monkeypatch.setitem(arrays.INSTRUMENT_COMPILER_OPTIONS, "xla_cpu_no_such_option", True)
-    arrays._known_instrument_options.cache_clear()
+    monkeypatch.setitem(arrays.FAST_COMPILE_OPTIONS, "xla_cpu_no_such_option", True)
+    arrays._known_fast_compile_options.cache_clear()
     try:
-        known = arrays._known_instrument_options()
+        known = arrays.fast_compile_options("cpu")
         assert "xla_cpu_no_such_option" not in known
-        if jax.default_backend() == "cpu":
+        if jax.default_backend() == "cpu":  # the options were tried on the default backend
             assert known.get("xla_backend_optimization_level") == 0
+        assert arrays.fast_compile_options("gpu") == {}
         assert float(arrays.instrument_jit(lambda x: 2 * x)(np.float32(1.5))) == 3.0
     finally:
         monkeypatch.undo()
-        arrays._known_instrument_options.cache_clear()
+        arrays._known_fast_compile_options.cache_clear()
+
+
+def test_check_vjp_compiles_the_programs_under_test_with_the_options_given():
+    """The options reach XLA (an unknown one is XLA's error); anything but a mapping is a TypeError."""
+    args = (np.linspace(-1.0, 1.0, 5),)
+    with pytest.raises(jax.errors.JaxRuntimeError, match="xla_no_such_option"):
+        testing.check_vjp(jnp.sin, args, reference=jnp.sin, compiler_options={"xla_no_such_option": True})
+    with pytest.raises(TypeError, match=r"check_vjp: compiler_options=\[1\]"):
+        testing.check_vjp(jnp.sin, args, reference=jnp.sin, compiler_options=[1])
+    fast = testing.check_vjp(jnp.sin, args, reference=jnp.sin, compiler_options=testing.fast_compile_options())
+    default = testing.check_vjp(jnp.sin, args, reference=jnp.sin)
+    assert fast.max_reference_error <= 4 * np.finfo(np.float64).eps
+    assert default.max_reference_error <= 4 * np.finfo(np.float64).eps

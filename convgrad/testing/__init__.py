@@ -25,13 +25,26 @@ this module does not).
 The helpers every check shares live here too, one definition each, and
 ``convgrad verify`` uses them: :func:`is_array`, :func:`is_float`,
 :func:`float64_available`, :func:`as_float64`, :func:`replace_at`,
-:func:`jitted`, :func:`jitted_vjp`, :func:`clear_caches`.
+:func:`jitted`, :func:`jitted_vjp`, :func:`clear_caches`, and
+:func:`fast_compile_options` (:data:`FAST_COMPILE_OPTIONS`): how the
+instruments compile on CPU, and ``convgrad verify``'s programs under test
+unless ``--xla-defaults``.
 """
 
 from __future__ import annotations
 
 from convgrad.testing.adjoint import AdjointCheck, check_adjoint
-from convgrad.testing.arrays import as_float64, float64_available, is_array, is_float, jitted, on_device, replace_at
+from convgrad.testing.arrays import (
+    FAST_COMPILE_OPTIONS,
+    as_float64,
+    fast_compile_options,
+    float64_available,
+    is_array,
+    is_float,
+    jitted,
+    on_device,
+    replace_at,
+)
 from convgrad.testing.compare import assert_close
 from convgrad.testing.tolerances import NUMERICAL_RTOL, TOLERANCES, Tolerance, tolerance_for
 from convgrad.testing.vjp import (
@@ -45,6 +58,7 @@ from convgrad.testing.vjp import (
 )
 
 __all__ = [
+    "FAST_COMPILE_OPTIONS",
     "JACOBIAN_MAX_COLUMNS",
     "JACOBIAN_MAX_ENTRIES",
     "NUMERICAL_RTOL",
@@ -58,6 +72,7 @@ __all__ = [
     "check_adjoint",
     "check_vjp",
     "clear_caches",
+    "fast_compile_options",
     "float64_available",
     "is_array",
     "is_float",

@@ -7,7 +7,7 @@ one definition each.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -63,28 +63,56 @@ def replace_at(values: Sequence[Any], positions: Sequence[int], replacements: Se
 # optimizations off and with its older loop emitters in place of the fusion emitters: a fraction
 # of the compile time of these small programs, which is most of a check's time. The operations
 # are the same (XLA:CPU's fast-math stays off) and their results move by rounding at most
-# (measured in docs/performance.md). The programs under test (the VJP, vmapped, its own VJP,
-# sharded) compile with XLA's defaults. An option this XLA does not know is dropped.
-INSTRUMENT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+# (measured in docs/performance.md). check_vjp compiles the programs under test (the VJP,
+# vmapped, its own VJP) with XLA's defaults unless given compiler_options; convgrad verify gives
+# it these (``--xla-defaults`` does not). An option this XLA does not know is dropped.
+FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
+
+
+def fast_compile_options(platform: str | None = None) -> dict[str, Any]:
+    """:data:`FAST_COMPILE_OPTIONS` that this XLA accepts, on CPU (``platform``, default JAX's); ``{}`` elsewhere."""
+    return dict(_known_fast_compile_options()) if (platform or jax.default_backend()) == "cpu" else {}
 
 
 def instrument_jit(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``jax.jit(fn)`` for a measuring program: :data:`INSTRUMENT_COMPILER_OPTIONS` on CPU, defaults elsewhere."""
-    options = _known_instrument_options() if jax.default_backend() == "cpu" else None
-    return jax.jit(fn, compiler_options=options)
+    """``jax.jit(fn)`` for a measuring program, compiled with :func:`fast_compile_options`."""
+    return jax.jit(fn, compiler_options=fast_compile_options() or None)
+
+
+def program_jit(fn: Callable[..., Any], options: tuple[tuple[str, Any], ...] = ()) -> Callable[..., Any]:
+    """``jax.jit(fn)`` for a program under test, compiled with ``options`` (:func:`frozen_options`; ``()``: XLA's)."""
+    return jax.jit(fn, compiler_options=dict(options) or None)
+
+
+def frozen_options(options: Any, where: str) -> tuple[tuple[str, Any], ...]:
+    """XLA compile options (a mapping of names to bools, ints, floats or strings, or ``None``) as sorted pairs.
+
+    Hashable, so the compiled programs can be cached per options. Raises
+    ``TypeError`` naming ``where`` for anything else.
+    """
+    if options is None:
+        return ()
+    if not isinstance(options, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (bool, int, float, str)) for k, v in options.items()
+    ):
+        raise TypeError(
+            f"{where}: compiler_options={options!r}; expected a mapping of XLA option names to bools, ints, floats "
+            "or strings, or None"
+        )
+    return tuple(sorted(options.items()))
 
 
 @functools.cache
-def _known_instrument_options() -> dict[str, Any]:
-    """The options of :data:`INSTRUMENT_COMPILER_OPTIONS` this XLA accepts (each tried on a one-element program)."""
-    known = {}
-    for name, value in INSTRUMENT_COMPILER_OPTIONS.items():
+def _known_fast_compile_options() -> tuple[tuple[str, Any], ...]:
+    """The options of :data:`FAST_COMPILE_OPTIONS` this XLA accepts (each tried on a one-element program)."""
+    known = []
+    for name, value in FAST_COMPILE_OPTIONS.items():
         try:
             jax.jit(jnp.negative, compiler_options={name: value}).lower(np.float32(0)).compile()
         except jax.errors.JaxRuntimeError:
             continue
-        known[name] = value
-    return known
+        known.append((name, value))
+    return tuple(known)
 
 
 @functools.lru_cache(maxsize=1024)

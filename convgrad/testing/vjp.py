@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -33,7 +33,15 @@ from jax import lax
 
 from convgrad.ops.precision import accumulator_dtype
 from convgrad.testing import finite_differences
-from convgrad.testing.arrays import as_float64, float64_available, instrument_jit, is_float, on_device
+from convgrad.testing.arrays import (
+    as_float64,
+    float64_available,
+    frozen_options,
+    instrument_jit,
+    is_float,
+    on_device,
+    program_jit,
+)
 from convgrad.testing.compare import assert_close, mismatch_report, relative_error
 from convgrad.testing.layout import flat_function, layout_of
 from convgrad.testing.tolerances import (
@@ -106,6 +114,7 @@ def check_vjp(
     order: int = 1,
     second_order_numerical: bool = True,
     seed: int = 0,
+    compiler_options: Mapping[str, Any] | None = None,
 ) -> VJPCheck:
     """Check ``jax.vjp(fn)`` on every floating leaf of its arguments: vs ``jax.vjp(reference)`` and finite differences.
 
@@ -145,6 +154,11 @@ def check_vjp(
         VJP (one more compiled program); ``False`` keeps only the comparison
         with the reference's grad-of-grad.
       seed: seeds the cotangents, directions and batch.
+      compiler_options: XLA compile options for the programs under test (the
+        VJP, vmapped, and its own VJP), as ``jax.jit``'s ``compiler_options``;
+        default XLA's. The instruments (the reference, the finite differences)
+        compile with :func:`~convgrad.testing.arrays.fast_compile_options`
+        whatever this says. ``convgrad verify`` passes those here too.
 
     Returns:
       A :class:`VJPCheck` with the measured errors.
@@ -191,6 +205,7 @@ def check_vjp(
         argnums=layout.differentiated_arguments,
         paths=layout.differentiated_paths,
         linear=tuple(a in linear_argnums for a in layout.differentiated_arguments),
+        options=frozen_options(compiler_options, "check_vjp"),
     )
     rng = np.random.default_rng(seed)
     out_shape = jax.eval_shape(problem.fn, differentiated, carried)
@@ -230,27 +245,39 @@ def check_vjp(
     return record
 
 
-@functools.lru_cache(maxsize=512)
-def jitted_vjp(fn: Callable[..., Any], argnums: tuple[int, ...], *, second_order: bool = False) -> Callable[..., Any]:
+def jitted_vjp(
+    fn: Callable[..., Any],
+    argnums: tuple[int, ...],
+    *,
+    second_order: bool = False,
+    compiler_options: Mapping[str, Any] | None = None,
+) -> Callable[..., Any]:
     """``run(args, cotangent) -> (outputs, grads)``: ``jax.vjp`` of ``fn`` w.r.t. ``argnums``, jit-compiled.
 
     ``grads`` holds one gradient pytree per argument of ``argnums``. Array
     leaves of ``args`` are traced, other values closed over. Integer leaves of
     ``cotangent`` (for index outputs) are replaced by ``float0`` zeros inside
-    the program. Cached per ``(fn, argnums)`` and argument structure, so
-    repeated checks of one function share compilations (with :func:`check_vjp`'s too).
+    the program. Cached per ``(fn, argnums, compiler_options)`` and argument
+    structure, so repeated checks of one function share compilations (with
+    :func:`check_vjp`'s too, given the same ``compiler_options``).
     ``second_order=True`` runs the program :func:`check_vjp` compiles for
     ``order=2`` (:func:`second_order_program`, with a zero second cotangent):
     the same values up to XLA's fusion choices (bitwise in the cases measured), and no
     compilation after such a check at these shapes.
     """
+    return _jitted_vjp(fn, tuple(argnums), second_order, frozen_options(compiler_options, "jitted_vjp"))
 
+
+@functools.lru_cache(maxsize=512)
+def _jitted_vjp(fn, argnums, second_order, options):
     def call(args, cotangent):
         args = tuple(args)
         layout = layout_of(fn, args, argnums)
         differentiated, carried = layout.split(args)
         flat = flat_function(fn, layout)
-        program = _through_second_order(second_order_program(flat)) if second_order else vjp_program(flat)
+        program = (
+            _through_second_order(second_order_program(flat, options)) if second_order else vjp_program(flat, options)
+        )
         outputs, grads = program(differentiated, carried, _placeholders(cotangent))
         return outputs, layout.gradients_by_argument(grads, argnums, args)
 
@@ -258,9 +285,12 @@ def jitted_vjp(fn: Callable[..., Any], argnums: tuple[int, ...], *, second_order
 
 
 @functools.lru_cache(maxsize=1024)
-def vjp_program(flat: finite_differences.Flat) -> Callable[..., Any]:
-    """``run(differentiated, carried, cotangent) -> (outputs, grads)``, jit-compiled; ``grads`` one per leaf."""
-    return jax.jit(_vjp(flat))
+def vjp_program(flat: finite_differences.Flat, options: tuple = ()) -> Callable[..., Any]:
+    """``run(differentiated, carried, cotangent) -> (outputs, grads)``, jit-compiled; ``grads`` one per leaf.
+
+    ``options``: XLA compile options as sorted pairs (:func:`~convgrad.testing.arrays.frozen_options`).
+    """
+    return program_jit(_vjp(flat), options)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -270,7 +300,7 @@ def reference_program(flat: finite_differences.Flat) -> Callable[..., Any]:
 
 
 @functools.lru_cache(maxsize=1024)
-def second_order_program(flat: finite_differences.Flat) -> Callable[..., Any]:
+def second_order_program(flat: finite_differences.Flat, options: tuple = ()) -> Callable[..., Any]:
     """``run(differentiated, carried, cotangent, second_cotangent) -> (outputs, grads, second_grads)``, jit-compiled.
 
     The VJP and the VJP's own VJP in one program: ``second_grads`` is the VJP of
@@ -278,9 +308,10 @@ def second_order_program(flat: finite_differences.Flat) -> Callable[..., Any]:
     ``second_cotangent``, one per leaf like ``grads``. The forward and the VJP
     are traced once and feed both, so it compiles in about the time of the
     second-order program alone, a third to two fifths less than the two apart
-    (docs/performance.md, "What convgrad verify and the tests cost").
+    (docs/performance.md, "What convgrad verify and the tests cost"). ``options``
+    as :func:`vjp_program`'s.
     """
-    return jax.jit(_vjp_of_vjp(flat))
+    return program_jit(_vjp_of_vjp(flat), options)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -294,7 +325,7 @@ def clear_caches() -> None:
     from convgrad.testing import arrays, layout
 
     for cached in (
-        jitted_vjp,
+        _jitted_vjp,
         vjp_program,
         reference_program,
         second_order_program,
@@ -323,6 +354,7 @@ class _Problem:
     argnums: tuple[int, ...]
     paths: tuple[str, ...]
     linear: tuple[bool, ...]
+    options: tuple = ()  # XLA compile options of fn's programs (frozen_options); () for XLA's defaults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,13 +386,16 @@ class _Runs:
     @classmethod
     def of(cls, problem: _Problem) -> _Runs:
         """The first order's VJP programs alone (:func:`vjp_program`, :func:`reference_program`)."""
-        return cls(vjp_program(problem.fn), None if problem.reference is None else reference_program(problem.reference))
+        return cls(
+            vjp_program(problem.fn, problem.options),
+            None if problem.reference is None else reference_program(problem.reference),
+        )
 
 
 def _first_order_runs(problem: _Problem) -> _Runs:
     """The first order from the programs of both orders (:func:`second_order_program`), with a zero second cotangent."""
     return _Runs(
-        _through_second_order(second_order_program(problem.fn)),
+        _through_second_order(second_order_program(problem.fn, problem.options)),
         None if problem.reference is None else _through_second_order(reference_second_order_program(problem.reference)),
     )
 
@@ -377,7 +412,7 @@ def _second_order_runs(problem: _Problem) -> _Runs:
         return run
 
     return _Runs(
-        through(second_order_program(problem.fn)),
+        through(second_order_program(problem.fn, problem.options)),
         None if problem.reference is None else through(reference_second_order_program(problem.reference)),
     )
 
@@ -593,7 +628,9 @@ def _jacobian_check(problem, differentiated, carried, cotangent, grads, rng, opt
         return errors
 
     numerical = _whole_columns(problem, differentiated, carried, cotangent, x64)  # (columns, rows)
-    analytic = _rows_program(problem.fn)(differentiated, carried, _placeholders(cotangent))  # per leaf (rows, n)
+    analytic = _rows_program(problem.fn, problem.options)(
+        differentiated, carried, _placeholders(cotangent)
+    )  # per leaf (rows, n)
     start = 0
     for position, leaf in enumerate(differentiated):
         expected = numerical[start : start + leaf.size].T
@@ -691,7 +728,7 @@ def _whole_columns(problem, differentiated, carried, cotangent, x64) -> np.ndarr
 
 
 @functools.lru_cache(maxsize=256)
-def _rows_program(flat):
+def _rows_program(flat, options=()):
     """``run(differentiated, carried, cotangent) -> per leaf (rows, *leaf)``: the VJP of each output basis vector.
 
     Evaluated one row after another (``lax.map``), so the Jacobian does not rest
@@ -717,7 +754,7 @@ def _rows_program(flat):
 
         return lax.map(row, jnp.arange(int(offsets[-1])))
 
-    return jax.jit(run)
+    return program_jit(run, options)
 
 
 # ---------------------------------------------------------------------------- vmap and second order
@@ -726,7 +763,7 @@ def _rows_program(flat):
 def _batched_check(problem, problems, options, run) -> float:
     """The VJP under ``jax.vmap`` over the stacked problems vs the VJP of each problem alone (by ``run``)."""
     stacked = jax.tree.map(lambda *leaves: np.stack(leaves), *[_with_placeholders(p) for p in problems])
-    batched_outputs, batched_grads = jax.tree.map(np.asarray, _batched_program(problem.fn)(*stacked))
+    batched_outputs, batched_grads = jax.tree.map(np.asarray, _batched_program(problem.fn, problem.options)(*stacked))
     errors = []
     for b, (differentiated, carried, cotangent) in enumerate(problems):
         outputs, grads = run(differentiated, carried, _placeholders(cotangent))
@@ -754,8 +791,8 @@ def _batched_check(problem, problems, options, run) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def _batched_program(flat):
-    return jax.jit(jax.vmap(_vjp(flat)))
+def _batched_program(flat, options=()):
+    return program_jit(jax.vmap(_vjp(flat)), options)
 
 
 def _second_order_problem(problem: _Problem) -> _Problem:
