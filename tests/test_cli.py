@@ -117,17 +117,28 @@ def test_verify_checks_a_cases_dtypes_together_and_compiles_its_instruments_once
     assert per_case == [8, 8]
 
 
-def test_verify_compiles_the_programs_under_test_like_the_instruments_unless_xla_defaults():
-    """``verify.compiler_options``: the instruments' options on CPU, ``{}`` with ``--xla-defaults``; both pass."""
+def test_verify_compiles_the_programs_under_test_like_the_instruments_unless_xla_defaults(monkeypatch):
+    """Each program under test compiles with ``verify.compiler_options``: the instruments' on CPU, ``{}`` with
+    ``xla_defaults`` (``--xla-defaults``)."""
     from convgrad import testing, verify
+    from convgrad.testing import vjp
 
     assert verify.compiler_options(xla_defaults=True) == {}
     assert verify.compiler_options() == testing.fast_compile_options(jax.default_backend())
     if jax.default_backend() == "cpu":
         assert verify.compiler_options()["xla_cpu_use_fusion_emitters"] is False
+    given = []
+    program_jit = vjp.program_jit
+    monkeypatch.setattr(
+        vjp, "program_jit", lambda fn, options=(): given.append(dict(options)) or program_jit(fn, options)
+    )
     triples = verify.plan(["conv"], quick=True)[:1]
+    verify.clear_caches()  # programs other tests compiled for this case would not be built again
     for xla_defaults in (False, True):
+        given.clear()
         assert all(r.passed for r in verify.run(triples, progress=False, jobs=1, xla_defaults=xla_defaults))
+        assert len(given) == 2  # the VJP with its own VJP, the vmapped VJP
+        assert given == [verify.compiler_options(xla_defaults)] * 2
 
 
 def test_verify_releases_each_cases_programs():
