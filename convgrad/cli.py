@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--xla-defaults",
         action="store_true",
-        help="compile the programs under test with XLA's default options (about twice the time); by default they "
+        help="compile the programs under test with XLA's default options (2x to 3x the time); by default they "
         "compile on CPU like the instruments, with XLA's backend optimizations off and its loop emitters",
     )
     verify.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the full report here")
